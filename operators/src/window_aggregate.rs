@@ -1,0 +1,364 @@
+//! Windowed aggregation with output modes: the `window_aggregate` operator and its extension
+//! trait on [`EventStream`].
+//!
+//! Two stages. Each worker first folds every batch into partial results per (window, key), so
+//! only partials cross the exchange; then the worker owning a key merges partials in timestamp
+//! order once the frontier has passed their time, and emits according to the output mode.
+//! Window completeness is decided by the frontier alone: a window `[start, end)` is final when
+//! the frontier reaches `end`, because no on-time record with an earlier event time can follow.
+
+use std::collections::hash_map::Entry;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash};
+
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, Concat, Operator};
+use timely::dataflow::StreamVec;
+use timely::progress::operate::FrontierInterest;
+use timely::ExchangeData;
+use weir_runtime::context::QueryContext;
+use weir_runtime::error::BuildError;
+use weir_runtime::event::{Event, EventStream, LateRecord};
+use weir_runtime::metrics::OperatorMetrics;
+use weir_runtime::time::EventTime;
+
+use crate::aggregate::{Aggregator, Count};
+use crate::output_mode::OutputMode;
+use crate::window::Windowing;
+
+/// One row of an aggregation's result: a group (window and key) and its aggregated value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowResult<K, O> {
+    /// Window start, ms since the epoch (inclusive).
+    pub window_start: i64,
+    /// Window end, ms since the epoch (exclusive).
+    pub window_end: i64,
+    /// The group key.
+    pub key: K,
+    /// The aggregated value.
+    pub value: O,
+}
+
+/// The outputs of a windowed aggregation.
+pub struct Aggregated<'scope, K: 'static, O: 'static, D: 'static> {
+    /// Result rows, as the output mode dictates, stamped with the epoch they belong to.
+    pub results: StreamVec<'scope, EventTime, WindowResult<K, O>>,
+    /// Records this operator dropped as late (late at their source partition, or behind this
+    /// operator's watermark), each naming this operator.
+    pub late: StreamVec<'scope, EventTime, LateRecord<D>>,
+}
+
+/// Windowed aggregation on an event stream.
+pub trait WindowAggregate<'scope, D: 'static> {
+    /// Groups records by window and `key_of`, folds each group with `aggregator`, and emits
+    /// results as `mode` says. Fails at build time if the window or the mode is invalid.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_operators::prelude::*;
+    /// use weir_runtime::prelude::*;
+    /// use weir_runtime::timely::dataflow::operators::ToStream;
+    /// use weir_runtime::timely::dataflow::operators::Inspect;
+    ///
+    /// let ctx = QueryContext::ephemeral("doc");
+    /// timely::execute_directly(move |worker| {
+    ///     worker.dataflow::<EventTime, _, _>(|scope| {
+    ///         let records = vec![(1_000u64, "a"), (2_000, "b"), (12_000, "a")]
+    ///             .into_iter()
+    ///             .map(|(t, k)| Event::new(EventTime::from_millis(t), k))
+    ///             .to_stream(scope)
+    ///             .container::<Vec<_>>();
+    ///         let late = Vec::<LateRecord<&str>>::new().to_stream(scope).container::<Vec<_>>();
+    ///         let counts = EventStream { records, late }
+    ///             .window_aggregate(&ctx, "counts", Windowing::tumbling(Duration::from_secs(10)),
+    ///                               OutputMode::Append, |k: &&str| k.to_string(), Count)
+    ///             .unwrap();
+    ///         counts.results.inspect(|row| println!("{row:?}"));
+    ///     });
+    /// });
+    /// ```
+    fn window_aggregate<K, A>(
+        self,
+        ctx: &QueryContext,
+        name: &str,
+        windowing: Windowing,
+        mode: OutputMode,
+        key_of: impl Fn(&D) -> K + 'static,
+        aggregator: A,
+    ) -> Result<Aggregated<'scope, K, A::Output, D>, BuildError>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        A: Aggregator<D>,
+        A::Output: ExchangeData;
+
+    /// Counts records per window and key (the commonest aggregation).
+    fn window_count<K>(
+        self,
+        ctx: &QueryContext,
+        name: &str,
+        windowing: Windowing,
+        mode: OutputMode,
+        key_of: impl Fn(&D) -> K + 'static,
+    ) -> Result<Aggregated<'scope, K, u64, D>, BuildError>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        Self: Sized,
+    {
+        self.window_aggregate(ctx, name, windowing, mode, key_of, Count)
+    }
+}
+
+impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
+    fn window_aggregate<K, A>(
+        self,
+        ctx: &QueryContext,
+        name: &str,
+        windowing: Windowing,
+        mode: OutputMode,
+        key_of: impl Fn(&D) -> K + 'static,
+        aggregator: A,
+    ) -> Result<Aggregated<'scope, K, A::Output, D>, BuildError>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        A: Aggregator<D>,
+        A::Output: ExchangeData,
+    {
+        windowing.validate()?;
+        mode.validate(&windowing)?;
+        let metrics = ctx.metrics().operator(name);
+        let (partials, operator_late) =
+            pre_aggregate(self.records, name, windowing, key_of, aggregator.clone(), &metrics);
+        let results = merge_and_emit(partials, name, windowing, mode, aggregator, metrics.clone());
+        let late = relabel_late(self.late, name, metrics).concat(operator_late);
+        Ok(Aggregated { results, late })
+    }
+}
+
+type Partial<K, A> = (i64, K, A);
+
+/// Stage 1: folds each batch into partial results per (window start, key), on the worker that
+/// read it. Records behind the batch's timestamp are late for this operator.
+fn pre_aggregate<'scope, D: 'static, K, A>(
+    records: StreamVec<'scope, EventTime, Event<D>>,
+    name: &str,
+    windowing: Windowing,
+    key_of: impl Fn(&D) -> K + 'static,
+    aggregator: A,
+    metrics: &std::sync::Arc<OperatorMetrics>,
+) -> (StreamVec<'scope, EventTime, Partial<K, A::Acc>>, StreamVec<'scope, EventTime, LateRecord<D>>)
+where
+    K: ExchangeData + Hash + Eq + Clone,
+    A: Aggregator<D>,
+{
+    let mut builder = OperatorBuilder::new(format!("{name}/pre-aggregate"), records.scope());
+    let mut input = builder.new_input(records, Pipeline);
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (partials_out, partials) = builder.new_output::<Vec<Partial<K, A::Acc>>>();
+    let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
+    let mut partials_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<Partial<K, A::Acc>>>> =
+        OutputBuilder::from(partials_out);
+    let mut late_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<LateRecord<D>>>> =
+        OutputBuilder::from(late_out);
+    let name = name.to_string();
+    let metrics = metrics.clone();
+
+    builder.build(move |_capabilities| {
+        let mut groups: FxHashMap<(i64, K), A::Acc> = FxHashMap::default();
+        let mut batch_out: Vec<Partial<K, A::Acc>> = Vec::new();
+        let mut late_batch: Vec<LateRecord<D>> = Vec::new();
+        move |_frontiers| {
+            let mut partials_handle = partials_out.activate();
+            let mut late_handle = late_out.activate();
+            let mut rows_in = 0u64;
+            input.for_each_time(|cap, data| {
+                let stamp = *cap.time();
+                for batch in data {
+                    rows_in += batch.len() as u64;
+                    for event in batch.drain(..) {
+                        if event.time < stamp {
+                            late_batch.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
+                            continue;
+                        }
+                        let key = key_of(&event.data);
+                        if let Windowing::Tumbling { .. } | Windowing::Global = windowing {
+                            let mut start = 0;
+                            windowing.for_each_window_start(event.time, |s| start = s);
+                            let acc = groups.entry((start, key)).or_insert_with(|| aggregator.init());
+                            aggregator.add(acc, &event.data);
+                        } else {
+                            windowing.for_each_window_start(event.time, |start| {
+                                let acc = groups.entry((start, key.clone())).or_insert_with(|| aggregator.init());
+                                aggregator.add(acc, &event.data);
+                            });
+                        }
+                    }
+                }
+                if !groups.is_empty() {
+                    batch_out.extend(groups.drain().map(|((start, key), acc)| (start, key, acc)));
+                    partials_handle.session(&cap).give_container(&mut batch_out);
+                    batch_out.clear();
+                }
+                if !late_batch.is_empty() {
+                    OperatorMetrics::add(&metrics.late_rows, late_batch.len() as u64);
+                    late_handle.session(&cap).give_container(&mut late_batch);
+                    late_batch.clear();
+                }
+            });
+            OperatorMetrics::add(&metrics.rows_in, rows_in);
+        }
+    });
+    (partials, late)
+}
+
+/// Stage 2: on the worker that owns each key, merges partials in timestamp order once their time
+/// is complete, and emits as the output mode says.
+fn merge_and_emit<'scope, K, A, D>(
+    partials: StreamVec<'scope, EventTime, Partial<K, A::Acc>>,
+    name: &str,
+    windowing: Windowing,
+    mode: OutputMode,
+    aggregator: A,
+    metrics: std::sync::Arc<OperatorMetrics>,
+) -> StreamVec<'scope, EventTime, WindowResult<K, A::Output>>
+where
+    K: ExchangeData + Hash + Eq + Clone,
+    A: Aggregator<D>,
+    A::Output: ExchangeData,
+    D: 'static,
+{
+    let route = Exchange::new(|partial: &Partial<K, A::Acc>| FxBuildHasher.hash_one(&partial.1));
+    let group_bytes = (std::mem::size_of::<(K, A::Acc)>() + 16) as i64;
+    partials.unary_frontier(route, name, move |_capability, _info| {
+        // Partials waiting for their time to complete, with a capability for that time.
+        let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Vec<Partial<K, A::Acc>>>)> = BTreeMap::new();
+        // Open groups: window start -> key -> partial result. Ordered by start, hence by end.
+        let mut state: BTreeMap<i64, FxHashMap<K, A::Acc>> = BTreeMap::new();
+        // Append mode: a capability at each open window's end, to emit it there.
+        let mut window_caps: BTreeMap<i64, Capability<EventTime>> = BTreeMap::new();
+        let mut changed: FxHashSet<(i64, K)> = FxHashSet::default();
+        let mut out: Vec<WindowResult<K, A::Output>> = Vec::new();
+
+        move |(input, frontier), output| {
+            input.for_each_time(|cap, data| {
+                let entry = pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new()));
+                for batch in data {
+                    entry.1.push(std::mem::take(batch));
+                }
+            });
+            // `None` once the input is exhausted: every time is complete, every window final.
+            let horizon: Option<EventTime> = frontier.frontier().iter().min().copied();
+            let complete = |t: &EventTime| horizon.is_none_or(|h| *t < h);
+
+            let (mut new_groups, mut updated, mut removed, mut emitted) = (0i64, 0u64, 0u64, 0u64);
+            while let Some(entry) = pending.first_entry() {
+                if !complete(entry.key()) {
+                    break;
+                }
+                let (cap, batches) = entry.remove();
+                for batch in batches {
+                    for (start, key, acc) in batch {
+                        let groups = state.entry(start).or_default();
+                        if mode == OutputMode::Append {
+                            let end = windowing.window(start).end;
+                            window_caps.entry(end).or_insert_with(|| cap.delayed(&EventTime::from_millis(end as u64)));
+                        }
+                        if mode == OutputMode::Update {
+                            changed.insert((start, key.clone()));
+                        }
+                        match groups.entry(key) {
+                            Entry::Occupied(mut group) => aggregator.merge(group.get_mut(), acc),
+                            Entry::Vacant(group) => {
+                                group.insert(acc);
+                                new_groups += 1;
+                            }
+                        }
+                        updated += 1;
+                    }
+                }
+                match mode {
+                    OutputMode::Update if !changed.is_empty() => {
+                        for (start, key) in changed.drain() {
+                            let window = windowing.window(start);
+                            let value = aggregator.finish(&state[&start][&key]);
+                            out.push(WindowResult { window_start: window.start, window_end: window.end, key, value });
+                        }
+                    }
+                    OutputMode::Complete if updated > 0 => {
+                        for (start, groups) in &state {
+                            let window = windowing.window(*start);
+                            out.extend(groups.iter().map(|(key, acc)| WindowResult {
+                                window_start: window.start,
+                                window_end: window.end,
+                                key: key.clone(),
+                                value: aggregator.finish(acc),
+                            }));
+                        }
+                    }
+                    _ => {}
+                }
+                if !out.is_empty() {
+                    emitted += out.len() as u64;
+                    output.session(&cap).give_container(&mut out);
+                    out.clear();
+                }
+            }
+
+            // Close the windows the frontier has passed (complete mode keeps everything).
+            if mode != OutputMode::Complete {
+                while let Some(first) = state.first_entry() {
+                    let window = windowing.window(*first.key());
+                    if horizon.is_some_and(|h| window.end > h.as_millis() as i64) {
+                        break;
+                    }
+                    let groups = first.remove();
+                    removed += groups.len() as u64;
+                    if mode == OutputMode::Append {
+                        let cap = window_caps.remove(&window.end).expect("a capability for every open window");
+                        out.extend(groups.into_iter().map(|(key, acc)| WindowResult {
+                            window_start: window.start,
+                            window_end: window.end,
+                            value: aggregator.finish(&acc),
+                            key,
+                        }));
+                        emitted += out.len() as u64;
+                        output.session(&cap).give_container(&mut out);
+                        out.clear();
+                    }
+                }
+            }
+
+            metrics.adjust_state(new_groups - removed as i64, (new_groups - removed as i64) * group_bytes);
+            OperatorMetrics::add(&metrics.rows_updated, updated);
+            OperatorMetrics::add(&metrics.rows_removed, removed);
+            OperatorMetrics::add(&metrics.rows_out, emitted);
+        }
+    })
+}
+
+/// Counts the records that were late at their source and labels them with this operator.
+fn relabel_late<'scope, D: 'static>(
+    late: StreamVec<'scope, EventTime, LateRecord<D>>,
+    name: &str,
+    metrics: std::sync::Arc<OperatorMetrics>,
+) -> StreamVec<'scope, EventTime, LateRecord<D>> {
+    let name = name.to_string();
+    late.unary(Pipeline, &format!("{name}/late"), move |_, _| {
+        move |input, output| {
+            input.for_each_time(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    OperatorMetrics::add(&metrics.late_rows, batch.len() as u64);
+                    for record in batch.iter_mut() {
+                        record.operator.clone_from(&name);
+                    }
+                    session.give_container(batch);
+                }
+            })
+        }
+    })
+}

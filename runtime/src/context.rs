@@ -1,0 +1,100 @@
+//! What the workers of one query in one process share: identity, counters, the stop flag and
+//! the first failure.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::QueryError;
+use crate::metrics::QueryMetrics;
+
+/// Shared by every worker thread of a query in this process; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct QueryContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: String,
+    run_id: String,
+    name: String,
+    metrics: QueryMetrics,
+    stop: AtomicBool,
+    failure: Mutex<Option<QueryError>>,
+    shared_watermarks: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+impl QueryContext {
+    /// A context for a query with the given identity.
+    pub fn new(id: impl Into<String>, run_id: impl Into<String>, name: impl Into<String>) -> Self {
+        QueryContext {
+            inner: Arc::new(Inner {
+                id: id.into(),
+                run_id: run_id.into(),
+                name: name.into(),
+                metrics: QueryMetrics::default(),
+                stop: AtomicBool::new(false),
+                failure: Mutex::new(None),
+                shared_watermarks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A context with fresh random ids, for tests and one-off runs.
+    pub fn ephemeral(name: impl Into<String>) -> Self {
+        QueryContext::new(uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string(), name)
+    }
+
+    /// The query id (stable across restarts from the same checkpoint).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The id of this run (new on every start).
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    /// The query's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The live counters.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.inner.metrics
+    }
+
+    /// Asks every source to stop reading; the query then winds down.
+    pub fn request_stop(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested (by the user or by a failure).
+    pub fn stop_requested(&self) -> bool {
+        self.inner.stop.load(Ordering::Relaxed)
+    }
+
+    /// Records a failure (the first one wins) and stops the query.
+    pub fn fail(&self, error: QueryError) {
+        tracing::error!(query = %self.name(), "{error}");
+        let mut failure = self.inner.failure.lock().unwrap();
+        if failure.is_none() {
+            *failure = Some(error);
+        }
+        drop(failure);
+        self.request_stop();
+    }
+
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<QueryError> {
+        self.inner.failure.lock().unwrap().clone()
+    }
+
+    /// A process-wide cell holding the highest watermark any instance of source `name` reached;
+    /// an instance whose partitions are all idle follows it instead of holding the watermark back.
+    pub fn shared_watermark(&self, name: &str) -> Arc<AtomicU64> {
+        self.inner.shared_watermarks.lock().unwrap().entry(name.to_string()).or_default().clone()
+    }
+}

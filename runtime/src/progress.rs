@@ -1,0 +1,246 @@
+//! Progress reports with Spark's field names (`StreamingQueryProgress`), built from the live
+//! counters once per reporting interval, and the listeners they are pushed to.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::QueryContext;
+use crate::metrics::EventTimeStats;
+use crate::time::EventTime;
+
+/// One progress report, serialized as Spark's `StreamingQueryProgress` JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamingQueryProgress {
+    /// The query id (stable across restarts from the same checkpoint).
+    pub id: String,
+    /// The id of this run.
+    pub run_id: String,
+    /// The query's name.
+    pub name: String,
+    /// When the report was made (ISO-8601 UTC).
+    pub timestamp: String,
+    /// The report's sequence number, from 0.
+    pub batch_id: u64,
+    /// Records read by all sources during the interval.
+    pub num_input_rows: u64,
+    /// Records read per second of the interval.
+    pub input_rows_per_second: f64,
+    /// Records processed per second of the interval.
+    pub processed_rows_per_second: f64,
+    /// Durations in milliseconds (`triggerExecution` is the interval's length).
+    pub duration_ms: BTreeMap<String, u64>,
+    /// Event-time statistics of the records read, and the watermark.
+    pub event_time: BTreeMap<String, String>,
+    /// One entry per stateful operator.
+    pub state_operators: Vec<StateOperatorProgress>,
+    /// One entry per source.
+    pub sources: Vec<SourceProgress>,
+    /// The sink(s).
+    pub sink: SinkProgress,
+}
+
+/// Progress of one stateful operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateOperatorProgress {
+    /// The operator's name.
+    pub operator_name: String,
+    /// Groups held in state now.
+    pub num_rows_total: i64,
+    /// Groups created or changed during the interval.
+    pub num_rows_updated: u64,
+    /// Groups evicted during the interval.
+    pub num_rows_removed: u64,
+    /// Records dropped as late during the interval (and routed to the late output).
+    pub num_rows_dropped_by_watermark: u64,
+    /// Estimated bytes of state held now.
+    pub memory_used_bytes: i64,
+}
+
+/// Progress of one source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceProgress {
+    /// What the source reads.
+    pub description: String,
+    /// Per partition, the position at the start of the interval.
+    pub start_offset: serde_json::Value,
+    /// Per partition, the position at the end of the interval.
+    pub end_offset: serde_json::Value,
+    /// Per partition, the latest position known to exist.
+    pub latest_offset: serde_json::Value,
+    /// Records read during the interval.
+    pub num_input_rows: u64,
+    /// Records read per second.
+    pub input_rows_per_second: f64,
+    /// Records processed per second.
+    pub processed_rows_per_second: f64,
+    /// Of those, records late at their partition during the interval.
+    pub num_late_rows: u64,
+    /// Records dropped because their event time could not be read, during the interval.
+    pub num_invalid_event_time_rows: u64,
+    /// The source's watermark (ISO-8601), once it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// Partitions that are idle and do not hold the watermark back.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub idle_partitions: Vec<usize>,
+}
+
+/// Progress of the sinks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkProgress {
+    /// What the sink(s) write to.
+    pub description: String,
+    /// Records written during the interval.
+    pub num_output_rows: u64,
+}
+
+impl StreamingQueryProgress {
+    /// The report as pretty JSON, like Spark's `prettyJson`.
+    pub fn pretty_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The report as one line of JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Receives every progress report as it is made (push-based, like Spark's `StreamingQueryListener`).
+pub trait ProgressListener: Send + Sync + 'static {
+    /// Called once per report, on the reporter thread.
+    fn on_progress(&self, progress: &StreamingQueryProgress);
+}
+
+impl<F: Fn(&StreamingQueryProgress) + Send + Sync + 'static> ProgressListener for F {
+    fn on_progress(&self, progress: &StreamingQueryProgress) {
+        self(progress)
+    }
+}
+
+/// Turns the cumulative counters into per-interval reports.
+pub struct ProgressTracker {
+    ctx: QueryContext,
+    batch_id: u64,
+    last_at: Instant,
+    last: BTreeMap<String, u64>,
+    last_offsets: BTreeMap<String, serde_json::Value>,
+}
+
+impl ProgressTracker {
+    /// A tracker whose first interval starts now.
+    pub fn new(ctx: QueryContext) -> Self {
+        ProgressTracker {
+            ctx,
+            batch_id: 0,
+            last_at: Instant::now(),
+            last: BTreeMap::new(),
+            last_offsets: BTreeMap::new(),
+        }
+    }
+
+    fn delta(&mut self, key: String, now: u64) -> u64 {
+        let before = self.last.insert(key, now).unwrap_or(0);
+        now.saturating_sub(before)
+    }
+
+    /// Makes the report for the interval since the previous one.
+    pub fn report(&mut self) -> StreamingQueryProgress {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_at).max(Duration::from_millis(1));
+        self.last_at = now;
+        let seconds = elapsed.as_secs_f64();
+        let ctx = self.ctx.clone();
+        let metrics = ctx.metrics();
+
+        let mut total_input = 0;
+        let mut stats = EventTimeStats::default();
+        let mut watermark: Option<EventTime> = None;
+        let mut sources = Vec::new();
+        for source in metrics.sources() {
+            let rows = self.delta(format!("src-in/{}", source.description), source.input_rows.load(Ordering::Relaxed));
+            let late = self.delta(format!("src-late/{}", source.description), source.late_rows.load(Ordering::Relaxed));
+            let invalid = self
+                .delta(format!("src-invalid/{}", source.description), source.invalid_time_rows.load(Ordering::Relaxed));
+            total_input += rows;
+            stats.merge(&std::mem::take(&mut *source.event_times.lock().unwrap()));
+            let source_watermark = source.watermark();
+            if let Some(w) = source_watermark {
+                watermark = Some(watermark.map_or(w, |m: EventTime| m.min(w)));
+            }
+            let offsets: serde_json::Map<String, serde_json::Value> =
+                source.offsets.lock().unwrap().iter().map(|(p, v)| (p.to_string(), v.clone())).collect();
+            let end = serde_json::Value::Object(offsets);
+            let start =
+                self.last_offsets.insert(source.description.clone(), end.clone()).unwrap_or(serde_json::Value::Null);
+            sources.push(SourceProgress {
+                description: source.description.clone(),
+                start_offset: start,
+                end_offset: end.clone(),
+                latest_offset: end,
+                num_input_rows: rows,
+                input_rows_per_second: rows as f64 / seconds,
+                processed_rows_per_second: rows as f64 / seconds,
+                num_late_rows: late,
+                num_invalid_event_time_rows: invalid,
+                watermark: source_watermark.map(|w| w.to_string()),
+                idle_partitions: source.idle_partitions.lock().unwrap().clone(),
+            });
+        }
+
+        let mut state_operators = Vec::new();
+        for op in metrics.operators() {
+            state_operators.push(StateOperatorProgress {
+                operator_name: op.name.clone(),
+                num_rows_total: op.rows_total.load(Ordering::Relaxed),
+                num_rows_updated: self.delta(format!("op-upd/{}", op.name), op.rows_updated.load(Ordering::Relaxed)),
+                num_rows_removed: self.delta(format!("op-rem/{}", op.name), op.rows_removed.load(Ordering::Relaxed)),
+                num_rows_dropped_by_watermark: self
+                    .delta(format!("op-late/{}", op.name), op.late_rows.load(Ordering::Relaxed)),
+                memory_used_bytes: op.memory_bytes.load(Ordering::Relaxed),
+            });
+        }
+
+        let mut sink_names = Vec::new();
+        let mut output_rows = 0;
+        for sink in metrics.sinks() {
+            output_rows += self.delta(format!("sink/{}", sink.description), sink.output_rows.load(Ordering::Relaxed));
+            sink_names.push(sink.description.clone());
+        }
+
+        let mut event_time = BTreeMap::new();
+        if let (Some(min), Some(max), Some(avg)) = (stats.min, stats.max, stats.avg()) {
+            event_time.insert("min".to_string(), min.to_string());
+            event_time.insert("max".to_string(), max.to_string());
+            event_time.insert("avg".to_string(), avg.to_string());
+        }
+        if let Some(w) = watermark {
+            event_time.insert("watermark".to_string(), w.to_string());
+        }
+
+        let report = StreamingQueryProgress {
+            id: self.ctx.id().to_string(),
+            run_id: self.ctx.run_id().to_string(),
+            name: self.ctx.name().to_string(),
+            timestamp: EventTime::now().to_string(),
+            batch_id: self.batch_id,
+            num_input_rows: total_input,
+            input_rows_per_second: total_input as f64 / seconds,
+            processed_rows_per_second: total_input as f64 / seconds,
+            duration_ms: BTreeMap::from([("triggerExecution".to_string(), elapsed.as_millis() as u64)]),
+            event_time,
+            state_operators,
+            sources,
+            sink: SinkProgress { description: sink_names.join(", "), num_output_rows: output_rows },
+        };
+        self.batch_id += 1;
+        report
+    }
+}

@@ -1,0 +1,382 @@
+//! Starting a query and the handle that watches and stops it (Spark's `StreamingQuery`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use timely::dataflow::Scope;
+
+use crate::context::QueryContext;
+use crate::error::{BuildError, QueryError};
+use crate::execution::Execution;
+use crate::progress::{ProgressListener, ProgressTracker, StreamingQueryProgress};
+use crate::time::EventTime;
+
+/// How many recent progress reports a handle keeps (like Spark's `recentProgress`).
+pub const RECENT_PROGRESS: usize = 100;
+
+/// A query to be started: its name, where it runs, and how often it reports progress.
+pub struct Query {
+    name: String,
+    id: Option<String>,
+    execution: Execution,
+    progress_interval: Duration,
+    listeners: Vec<Arc<dyn ProgressListener>>,
+}
+
+impl Query {
+    /// A query called `name`, on one worker, reporting progress every second.
+    pub fn new(name: impl Into<String>) -> Self {
+        Query {
+            name: name.into(),
+            id: None,
+            execution: Execution::default(),
+            progress_interval: Duration::from_secs(1),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Runs on `n` worker threads in this process.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.execution = Execution::workers(n);
+        self
+    }
+
+    /// Runs as described (threads, or one process of a cluster).
+    pub fn execution(mut self, execution: Execution) -> Self {
+        self.execution = execution;
+        self
+    }
+
+    /// Uses this id instead of a fresh one (a restarted query keeps its id).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// How often a progress report is made.
+    pub fn progress_interval(mut self, interval: Duration) -> Self {
+        self.progress_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Pushes every progress report to `listener`.
+    pub fn on_progress(mut self, listener: impl ProgressListener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Builds the dataflow on every worker and starts it; returns at once with a handle.
+    ///
+    /// `build` runs once per worker with the worker's scope and the query's shared context. A
+    /// [`BuildError`] from any worker is returned here, before any record is processed.
+    pub fn start<F>(self, build: F) -> Result<QueryHandle, BuildError>
+    where
+        F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
+    {
+        let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone());
+        let shared = Arc::new(Shared {
+            active: AtomicBool::new(true),
+            status: Mutex::new(QueryStatus::new("Initializing sources")),
+            progress: Mutex::new(VecDeque::new()),
+            outcome: Mutex::new(None),
+            finished: Condvar::new(),
+        });
+
+        let local_workers = self.execution.workers;
+        let built = Arc::new(Barrier::new(local_workers));
+        let build_error: Arc<Mutex<Option<BuildError>>> = Arc::new(Mutex::new(None));
+        let (built_tx, built_rx) = std::sync::mpsc::channel::<()>();
+        let built_tx = Mutex::new(built_tx);
+
+        let worker_ctx = ctx.clone();
+        let worker_build_error = build_error.clone();
+        let worker_fn = move |worker: &mut timely::worker::Worker| {
+            let ctx = worker_ctx.clone();
+            let result = worker.dataflow::<EventTime, _, _>(|scope| build(scope, &ctx));
+            if let Err(error) = result {
+                worker_build_error.lock().unwrap().get_or_insert(error);
+            }
+            if built.wait().is_leader() {
+                let _ = built_tx.lock().unwrap().send(());
+            }
+            if worker_build_error.lock().unwrap().is_some() {
+                for dataflow in worker.installed_dataflows() {
+                    worker.drop_dataflow(dataflow);
+                }
+                return;
+            }
+            while worker.has_dataflows() && !ctx.stop_requested() {
+                worker.step_or_park(Some(Duration::from_millis(10)));
+            }
+            if ctx.stop_requested() {
+                // Graceful: sources have stopped reading; let in-flight batches drain briefly.
+                let deadline = Instant::now() + Duration::from_millis(200);
+                while worker.has_dataflows() && Instant::now() < deadline {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
+                for dataflow in worker.installed_dataflows() {
+                    worker.drop_dataflow(dataflow);
+                }
+            }
+        };
+
+        let config = self.execution.timely_config();
+        let supervisor_ctx = ctx.clone();
+        let supervisor_shared = shared.clone();
+        let (start_tx, start_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let supervisor = std::thread::Builder::new()
+            .name(format!("weir-query-{}", self.name))
+            .spawn(move || {
+                let guards = match timely::execute(config, worker_fn) {
+                    Ok(guards) => {
+                        let _ = start_tx.send(Ok(()));
+                        guards
+                    }
+                    Err(message) => {
+                        let _ = start_tx.send(Err(message.clone()));
+                        supervisor_shared.finish(Err(QueryError::Worker(message)));
+                        return;
+                    }
+                };
+                let mut outcome: Result<(), QueryError> = Ok(());
+                for result in guards.join() {
+                    if let Err(message) = result {
+                        outcome = Err(QueryError::Worker(message));
+                    }
+                }
+                if let Some(failure) = supervisor_ctx.failure() {
+                    outcome = Err(failure);
+                }
+                supervisor_shared.finish(outcome);
+            })
+            .map_err(|e| {
+                BuildError::invalid(
+                    "workers",
+                    format!("cannot spawn the query thread: {e}"),
+                    "check the process limits",
+                )
+            })?;
+
+        match start_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                let _ = supervisor.join();
+                return Err(BuildError::invalid(
+                    "execution",
+                    message,
+                    "check the worker, process and hostfile settings",
+                ));
+            }
+            Err(_) => {
+                let _ = supervisor.join();
+                return Err(BuildError::invalid("execution", "the query thread ended before starting", "see the log"));
+            }
+        }
+        let _ = built_rx.recv();
+        if let Some(error) = build_error.lock().unwrap().clone() {
+            ctx.request_stop();
+            let _ = supervisor.join();
+            return Err(error);
+        }
+        tracing::info!(query = %ctx.name(), id = %ctx.id(), run_id = %ctx.run_id(), workers = self.execution.total_workers(), "query started");
+        *shared.status.lock().unwrap() = QueryStatus::new("Processing new data");
+
+        let reporter = {
+            let shared = shared.clone();
+            let ctx = ctx.clone();
+            let listeners = self.listeners;
+            let interval = self.progress_interval;
+            std::thread::Builder::new()
+                .name(format!("weir-progress-{}", self.name))
+                .spawn(move || {
+                    let mut tracker = ProgressTracker::new(ctx);
+                    loop {
+                        let done = shared.wait_finished(interval);
+                        let report = tracker.report();
+                        shared.set_status_from(&report, done);
+                        for listener in &listeners {
+                            listener.on_progress(&report);
+                        }
+                        shared.push_progress(report);
+                        if done {
+                            break;
+                        }
+                    }
+                })
+                .ok()
+        };
+
+        Ok(QueryHandle { ctx, shared, threads: Mutex::new(vec![supervisor].into_iter().chain(reporter).collect()) })
+    }
+}
+
+struct Shared {
+    active: AtomicBool,
+    status: Mutex<QueryStatus>,
+    progress: Mutex<VecDeque<StreamingQueryProgress>>,
+    outcome: Mutex<Option<Result<(), QueryError>>>,
+    finished: Condvar,
+}
+
+impl Shared {
+    fn finish(&self, outcome: Result<(), QueryError>) {
+        let mut slot = self.outcome.lock().unwrap();
+        self.active.store(false, Ordering::SeqCst);
+        *slot = Some(outcome);
+        self.finished.notify_all();
+    }
+
+    /// Waits up to `timeout` for the query to finish; true if it has.
+    fn wait_finished(&self, timeout: Duration) -> bool {
+        let slot = self.outcome.lock().unwrap();
+        let (slot, _) = self.finished.wait_timeout_while(slot, timeout, |o| o.is_none()).unwrap();
+        slot.is_some()
+    }
+
+    fn push_progress(&self, report: StreamingQueryProgress) {
+        let mut progress = self.progress.lock().unwrap();
+        if progress.len() == RECENT_PROGRESS {
+            progress.pop_front();
+        }
+        progress.push_back(report);
+    }
+
+    fn set_status_from(&self, report: &StreamingQueryProgress, done: bool) {
+        let mut status = self.status.lock().unwrap();
+        *status = if done {
+            QueryStatus { message: "Stopped".into(), is_data_available: false, is_trigger_active: false }
+        } else if report.num_input_rows > 0 {
+            QueryStatus { message: "Processing new data".into(), is_data_available: true, is_trigger_active: true }
+        } else {
+            QueryStatus {
+                message: "Waiting for data to arrive".into(),
+                is_data_available: false,
+                is_trigger_active: false,
+            }
+        };
+    }
+}
+
+/// What a query is doing now (Spark's `StreamingQueryStatus`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryStatus {
+    /// A short description, e.g. "Processing new data".
+    pub message: String,
+    /// Whether the last interval read any data.
+    pub is_data_available: bool,
+    /// Whether the query was busy in the last interval.
+    pub is_trigger_active: bool,
+}
+
+impl QueryStatus {
+    fn new(message: &str) -> Self {
+        QueryStatus { message: message.into(), is_data_available: false, is_trigger_active: false }
+    }
+}
+
+/// A running (or finished) query: watch its progress, wait for it, stop it.
+pub struct QueryHandle {
+    ctx: QueryContext,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl QueryHandle {
+    /// The query id (stable across restarts from the same checkpoint).
+    pub fn id(&self) -> &str {
+        self.ctx.id()
+    }
+
+    /// The id of this run (new on every start).
+    pub fn run_id(&self) -> &str {
+        self.ctx.run_id()
+    }
+
+    /// The query's name.
+    pub fn name(&self) -> &str {
+        self.ctx.name()
+    }
+
+    /// The shared context (counters, stop flag).
+    pub fn context(&self) -> &QueryContext {
+        &self.ctx
+    }
+
+    /// Whether the query is still running.
+    pub fn is_active(&self) -> bool {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// The error that ended the query, if it failed.
+    pub fn exception(&self) -> Option<QueryError> {
+        match &*self.shared.outcome.lock().unwrap() {
+            Some(Err(error)) => Some(error.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the query is doing now.
+    pub fn status(&self) -> QueryStatus {
+        self.shared.status.lock().unwrap().clone()
+    }
+
+    /// The most recent progress report.
+    pub fn last_progress(&self) -> Option<StreamingQueryProgress> {
+        self.shared.progress.lock().unwrap().back().cloned()
+    }
+
+    /// The most recent progress reports, oldest first (at most [`RECENT_PROGRESS`]).
+    pub fn recent_progress(&self) -> Vec<StreamingQueryProgress> {
+        self.shared.progress.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// A cloneable handle that can stop the query from elsewhere (e.g. a signal handler).
+    pub fn stopper(&self) -> QueryContext {
+        self.ctx.clone()
+    }
+
+    /// Stops gracefully (sources stop reading, in-flight batches drain) and waits for the end.
+    pub fn stop(&self) -> Result<(), QueryError> {
+        self.ctx.request_stop();
+        self.await_termination(None).map(|_| ())
+    }
+
+    /// Waits for the query to end: `Ok(true)` if it ended, `Ok(false)` if `timeout` passed
+    /// first, `Err` if it failed.
+    pub fn await_termination(&self, timeout: Option<Duration>) -> Result<bool, QueryError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let remaining = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            let done = self.shared.wait_finished(remaining);
+            if done {
+                for thread in self.threads.lock().unwrap().drain(..) {
+                    let _ = thread.join();
+                }
+                return match &*self.shared.outcome.lock().unwrap() {
+                    Some(Err(error)) => Err(error.clone()),
+                    _ => Ok(true),
+                };
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl Drop for QueryHandle {
+    fn drop(&mut self) {
+        if self.is_active() {
+            self.ctx.request_stop();
+            let _ = self.await_termination(Some(Duration::from_secs(10)));
+        }
+    }
+}

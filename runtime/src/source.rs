@@ -1,0 +1,309 @@
+//! The event-time source operator: reads partitions, judges lateness per partition, and stamps
+//! whole batches with the source's watermark so that the frontier downstream is the watermark.
+//!
+//! Connectors implement [`Source`] and [`PartitionReader`]; [`event_source`] does the rest:
+//! partitions are spread over all workers (partition `p` on worker `p % peers`), each record is
+//! compared with its partition's watermark (late records go to the late stream), and after each
+//! batch the capability moves to the minimum watermark over this worker's live, non-idle
+//! partitions (rounded down to the tick). Finished sources drop their capability, so the frontier
+//! empties and every window downstream flushes.
+
+use std::fmt::Debug;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Scope;
+
+use crate::context::QueryContext;
+use crate::error::QueryError;
+use crate::event::{Event, EventStream, LateRecord};
+use crate::metrics::EventTimeStats;
+use crate::time::EventTime;
+use crate::watermark::{Arrival, InvalidTimePolicy, PartitionWatermark, WatermarkOptions};
+
+/// What a partition reader reports after a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// More may be available at once: read again soon.
+    Ready,
+    /// Nothing is available now: try again after this long.
+    Wait(Duration),
+    /// The partition has ended (bounded input); it will never produce again.
+    Finished,
+}
+
+/// Reads one partition of a source, in order.
+pub trait PartitionReader: 'static {
+    /// The records it produces.
+    type Record;
+    /// Appends at most `max` records to `out` and says whether more may follow.
+    fn read(&mut self, out: &mut Vec<Self::Record>, max: usize) -> Result<ReadStatus, QueryError>;
+    /// The position reached, as JSON (shown as the source's offset in progress reports).
+    fn position(&self) -> serde_json::Value;
+}
+
+/// A partitioned input. Built on every worker; each worker opens only the partitions it owns.
+pub trait Source: 'static {
+    /// The records it produces.
+    type Record: Clone + Debug + 'static;
+    /// The reader of one partition.
+    type Reader: PartitionReader<Record = Self::Record>;
+    /// A one-line description, used as the source's name in progress reports.
+    fn description(&self) -> String;
+    /// How many partitions there are in total.
+    fn partitions(&self) -> usize;
+    /// Opens partition `partition` for reading.
+    fn open(&self, partition: usize) -> Result<Self::Reader, QueryError>;
+}
+
+/// How many records a source reads from one partition before it yields to other operators.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+
+struct Partition<R> {
+    index: usize,
+    reader: R,
+    watermark: PartitionWatermark,
+    finished: bool,
+}
+
+/// Builds the event-time source operator for `source`, reading event times with `time_of`
+/// (`None` for a record whose event time is missing or unreadable).
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_runtime::prelude::*;
+/// use weir_runtime::source::{event_source, PartitionReader, ReadStatus, Source};
+///
+/// // A source of one partition holding a few numbers, whose event time is the number itself.
+/// struct Numbers(Vec<u64>);
+/// struct NumberReader(Vec<u64>, usize);
+/// impl PartitionReader for NumberReader {
+///     type Record = u64;
+///     fn read(&mut self, out: &mut Vec<u64>, max: usize) -> Result<ReadStatus, QueryError> {
+///         let end = (self.1 + max).min(self.0.len());
+///         out.extend_from_slice(&self.0[self.1..end]);
+///         self.1 = end;
+///         Ok(if end == self.0.len() { ReadStatus::Finished } else { ReadStatus::Ready })
+///     }
+///     fn position(&self) -> serde_json::Value { self.1.into() }
+/// }
+/// impl Source for Numbers {
+///     type Record = u64;
+///     type Reader = NumberReader;
+///     fn description(&self) -> String { "Numbers".into() }
+///     fn partitions(&self) -> usize { 1 }
+///     fn open(&self, _: usize) -> Result<NumberReader, QueryError> { Ok(NumberReader(self.0.clone(), 0)) }
+/// }
+///
+/// let ctx = QueryContext::ephemeral("doc");
+/// timely::execute_directly(move |worker| {
+///     worker.dataflow::<EventTime, _, _>(|scope| {
+///         let events = event_source(scope, &ctx, Numbers(vec![10, 30, 20]), |n| Some(EventTime::from_millis(*n)),
+///                                   WatermarkOptions::with_delay(Duration::from_millis(5)));
+///         let _ = events;
+///     });
+/// });
+/// ```
+pub fn event_source<'scope, S: Source>(
+    scope: Scope<'scope, EventTime>,
+    ctx: &QueryContext,
+    source: S,
+    time_of: impl Fn(&S::Record) -> Option<EventTime> + 'static,
+    options: WatermarkOptions,
+) -> EventStream<'scope, S::Record> {
+    event_source_with_batch(scope, ctx, source, time_of, options, DEFAULT_BATCH_SIZE)
+}
+
+/// [`event_source`] with an explicit number of records read per partition per activation.
+/// Batches are stamped once each, so this also sets how often the watermark can move.
+pub fn event_source_with_batch<'scope, S: Source>(
+    scope: Scope<'scope, EventTime>,
+    ctx: &QueryContext,
+    source: S,
+    time_of: impl Fn(&S::Record) -> Option<EventTime> + 'static,
+    options: WatermarkOptions,
+    batch_size: usize,
+) -> EventStream<'scope, S::Record> {
+    let description = source.description();
+    let mut builder = OperatorBuilder::new(format!("Source[{description}]"), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address);
+    let (records_out, records) = builder.new_output::<Vec<Event<S::Record>>>();
+    let (late_out, late) = builder.new_output::<Vec<LateRecord<S::Record>>>();
+    let mut records_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<Event<S::Record>>>> =
+        OutputBuilder::from(records_out);
+    let mut late_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<LateRecord<S::Record>>>> =
+        OutputBuilder::from(late_out);
+
+    let worker = scope.index();
+    let peers = scope.peers();
+    let ctx = ctx.clone();
+    let metrics = ctx.metrics().source(&description);
+    let shared_watermark = ctx.shared_watermark(&description);
+    let batch_size = batch_size.max(1);
+
+    builder.build(move |mut capabilities| {
+        let late_cap = capabilities.pop().expect("late output capability");
+        let records_cap = capabilities.pop().expect("records output capability");
+        let mut caps: Option<(Capability<EventTime>, Capability<EventTime>)> = Some((records_cap, late_cap));
+
+        let mut partitions = Vec::new();
+        for index in (0..source.partitions()).filter(|p| p % peers == worker) {
+            match source.open(index) {
+                Ok(reader) => partitions.push(Partition { index, reader, watermark: PartitionWatermark::new(options.delay), finished: false }),
+                Err(error) => {
+                    ctx.fail(error);
+                    caps = None;
+                }
+            }
+        }
+        if partitions.is_empty() {
+            caps = None;
+        }
+        metrics.watermarks.lock().unwrap().insert(worker, caps.as_ref().map(|(c, _)| *c.time()));
+        if caps.is_some() {
+            tracing::info!(source = %description, worker, partitions = ?partitions.iter().map(|p| p.index).collect::<Vec<_>>(), "source started");
+        }
+
+        let mut read_buffer: Vec<S::Record> = Vec::with_capacity(batch_size);
+        let mut on_time: Vec<Event<S::Record>> = Vec::with_capacity(batch_size);
+        let mut late_records: Vec<LateRecord<S::Record>> = Vec::new();
+
+        move |_frontiers| {
+            let Some((records_cap, late_cap)) = caps.as_mut() else { return };
+            if ctx.stop_requested() {
+                return;
+            }
+            let now = Instant::now();
+            let floor = *records_cap.time();
+            let mut again = false;
+            let mut wait: Option<Duration> = None;
+            let mut stats = EventTimeStats::default();
+            let mut read_rows = 0u64;
+            let mut invalid = 0u64;
+
+            for partition in partitions.iter_mut().filter(|p| !p.finished) {
+                read_buffer.clear();
+                let status = match partition.reader.read(&mut read_buffer, batch_size) {
+                    Ok(status) => status,
+                    Err(error) => {
+                        ctx.fail(error);
+                        caps = None;
+                        metrics.watermarks.lock().unwrap().insert(worker, None);
+                        return;
+                    }
+                };
+                if !read_buffer.is_empty() {
+                    partition.watermark.touch(now);
+                }
+                read_rows += read_buffer.len() as u64;
+                for record in read_buffer.drain(..) {
+                    let Some(time) = time_of(&record) else {
+                        match options.invalid_time {
+                            InvalidTimePolicy::DropAndCount => {
+                                invalid += 1;
+                                continue;
+                            }
+                            InvalidTimePolicy::Fail => {
+                                ctx.fail(QueryError::Source {
+                                    source_name: description.clone(),
+                                    message: format!(
+                                        "partition {}: record without a readable event time: {:?}. Fix the input, or choose the drop-and-count policy for invalid event times",
+                                        partition.index, record
+                                    ),
+                                });
+                                caps = None;
+                                metrics.watermarks.lock().unwrap().insert(worker, None);
+                                return;
+                            }
+                        }
+                    };
+                    match partition.watermark.observe(time, floor) {
+                        Arrival::OnTime => {
+                            stats.add(time);
+                            on_time.push(Event { time, data: record });
+                        }
+                        Arrival::Late { watermark } => {
+                            stats.add(time);
+                            late_records.push(LateRecord::new(record, time, watermark, description.as_str()));
+                        }
+                    }
+                }
+                match status {
+                    ReadStatus::Ready => again = true,
+                    ReadStatus::Wait(delay) => wait = Some(wait.map_or(delay, |w: Duration| w.min(delay))),
+                    ReadStatus::Finished => partition.finished = true,
+                }
+                metrics.offsets.lock().unwrap().insert(partition.index, partition.reader.position());
+            }
+
+            let late_count = late_records.len() as u64;
+            if !on_time.is_empty() {
+                records_out.activate().session(&*records_cap).give_container(&mut on_time);
+                on_time.clear();
+            }
+            if !late_records.is_empty() {
+                late_out.activate().session(&*late_cap).give_container(&mut late_records);
+                late_records.clear();
+            }
+            if read_rows > 0 {
+                metrics.input_rows.fetch_add(read_rows, Ordering::Relaxed);
+                metrics.late_rows.fetch_add(late_count, Ordering::Relaxed);
+                metrics.invalid_time_rows.fetch_add(invalid, Ordering::Relaxed);
+                metrics.event_times.lock().unwrap().merge(&stats);
+            }
+
+            // Move the capability to the new watermark of this worker's partitions.
+            let live: Vec<&mut Partition<S::Reader>> = partitions.iter_mut().filter(|p| !p.finished).collect();
+            if live.is_empty() {
+                caps = None;
+                metrics.watermarks.lock().unwrap().insert(worker, None);
+                tracing::info!(source = %description, worker, "source finished");
+                return;
+            }
+            let mut idle = Vec::new();
+            let mut active_min: Option<EventTime> = None;
+            let mut any_max = EventTime::MIN;
+            for partition in live {
+                let mark = partition.watermark.watermark();
+                any_max = any_max.max(mark);
+                if partition.watermark.check_idle(now, options.idle_timeout) {
+                    idle.push(partition.index);
+                } else {
+                    active_min = Some(active_min.map_or(mark, |m| m.min(mark)));
+                }
+            }
+            let watermark = match active_min {
+                Some(mark) => mark,
+                // Every partition here is idle: follow the other instances instead of holding them back.
+                None => any_max.max(EventTime::from_millis(shared_watermark.load(Ordering::Relaxed))),
+            };
+            let stamp = watermark.floor_to(options.tick);
+            if stamp > floor {
+                records_cap.downgrade(&stamp);
+                late_cap.downgrade(&stamp);
+                metrics.watermarks.lock().unwrap().insert(worker, Some(stamp));
+            }
+            shared_watermark.fetch_max(records_cap.time().as_millis(), Ordering::Relaxed);
+            if options.idle_timeout.is_some() {
+                *metrics.idle_partitions.lock().unwrap() = idle;
+            }
+
+            if again {
+                activator.activate();
+            } else {
+                let mut delay = wait.unwrap_or(Duration::from_millis(10));
+                if let Some(timeout) = options.idle_timeout {
+                    delay = delay.min(timeout);
+                }
+                activator.activate_after(delay);
+            }
+        }
+    });
+
+    EventStream { records, late }
+}

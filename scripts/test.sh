@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Weir's whole test suite, from a fresh clone: checks the toolchain, then format, lint, unit,
+# integration and doc tests (including a 2-process cluster run on 127.0.0.1), every example,
+# and a short run of the benchmark. Exits non-zero on the first failure.
+#
+# CARGO_TARGET_DIR is respected (CI keeps one outside the clone to reuse builds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
+cargo --version
+rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || rustup component add rustfmt clippy
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests (unit, integration, doc, 2-process cluster)"
+cargo test --workspace
+
+step "examples"
+for example in quickstart append_mode update_mode complete_mode; do
+  echo "-- example $example"
+  cargo run --quiet --example "$example" -- --seconds 3 > "${TMPDIR:-/tmp}/weir-example-$example.out"
+  head -n 12 "${TMPDIR:-/tmp}/weir-example-$example.out"
+  [ -s "${TMPDIR:-/tmp}/weir-example-$example.out" ] || { echo "example $example printed nothing"; exit 1; }
+done
+
+step "bench (short run; full numbers: cargo bench)"
+WEIR_BENCH_ROWS="${WEIR_BENCH_ROWS:-4000000}" cargo bench --bench window_count
+
+step "all checks passed"

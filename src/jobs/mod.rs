@@ -1,0 +1,4 @@
+//! Ready-made jobs that the `weir run` command drives without any Rust code.
+
+pub mod json_fields;
+pub mod window_count;
