@@ -35,8 +35,7 @@ fn random_case(seed: u64) -> Case {
             2 => json!(7),
             _ => json!("7"),
         };
-        let ts_value =
-            if rng.random_bool(0.2) { json!(iso(ts)) } else { json!(ts) };
+        let ts_value = if rng.random_bool(0.2) { json!(iso(ts)) } else { json!(ts) };
         lines.push(json!({"ts": ts_value, "key": key, "payload": rng.random_range(0..1000)}));
     }
     let window = [2_000, 5_000, 10_000][rng.random_range(0..3)];
@@ -202,16 +201,22 @@ fn two_process_cluster_equals_one_worker() {
     let case = random_case(7);
     let (expected, expected_late) = oracle(&case);
     let input = write_input(&dir, &case);
-    let ports: Vec<u16> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
-        .collect();
+    let ports: Vec<u16> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
     let hostfile = dir.join("hosts");
     std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
     let (out, late) = (dir.join("cluster-out.jsonl"), dir.join("cluster-late.jsonl"));
     let spawn = |process: usize| {
         let mut args = job_args(&input, &case, &out, &late);
-        args.extend(["-n", "2", "-p", &process.to_string(), "-h", &hostfile.display().to_string(), "-w", "2"].map(String::from));
-        Command::new(BINARY).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        args.extend(
+            ["-n", "2", "-p", &process.to_string(), "-h", &hostfile.display().to_string(), "-w", "2"].map(String::from),
+        );
+        Command::new(BINARY)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let second = spawn(1);
     let first = spawn(0);
@@ -259,11 +264,22 @@ fn invalid_jobs_fail_with_clear_messages() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("without a readable event time"));
     let output = Command::new(BINARY)
-        .args(["run", "window-count", "--input", &untimed.display().to_string(), "--window", "10s", "--drop-invalid-time"])
+        .args([
+            "run",
+            "window-count",
+            "--input",
+            &untimed.display().to_string(),
+            "--window",
+            "10s",
+            "--drop-invalid-time",
+        ])
         .output()
         .unwrap();
     check(&output);
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), r#"{"window_start":0,"window_end":10000,"key":"a","count":1}"#);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        r#"{"window_start":0,"window_end":10000,"key":"a","count":1}"#
+    );
 }
 
 #[test]
@@ -271,7 +287,18 @@ fn rate_source_job_runs_bounded_and_reports_progress() {
     let dir = tempdir("rate");
     let progress = dir.join("progress.jsonl");
     let output = Command::new(BINARY)
-        .args(["run", "window-count", "--source", "rate", "--rows-per-second", "10000", "--keys", "4", "--rows", "50000"])
+        .args([
+            "run",
+            "window-count",
+            "--source",
+            "rate",
+            "--rows-per-second",
+            "10000",
+            "--keys",
+            "4",
+            "--rows",
+            "50000",
+        ])
         .args(["--unthrottled", "--window", "1s", "--partitions", "3", "-w", "2", "--progress-interval", "50ms"])
         .args(["--progress-log", &progress.display().to_string()])
         .output()
@@ -302,7 +329,9 @@ fn rate_source_job_runs_bounded_and_reports_progress() {
     let output_rows: u64 = reports.iter().map(|r| r["sink"]["numOutputRows"].as_u64().unwrap()).sum();
     assert_eq!(output_rows, rows.len() as u64);
     let last = reports.last().unwrap();
-    for field in ["id", "runId", "name", "timestamp", "batchId", "inputRowsPerSecond", "processedRowsPerSecond", "durationMs"] {
+    for field in
+        ["id", "runId", "name", "timestamp", "batchId", "inputRowsPerSecond", "processedRowsPerSecond", "durationMs"]
+    {
         assert!(last.get(field).is_some(), "progress report lacks {field}");
     }
     assert_eq!(last["stateOperators"][0]["numRowsTotal"], 0, "state must be evicted at the end");

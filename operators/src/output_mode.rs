@@ -17,6 +17,7 @@ pub enum OutputMode {
     /// once the watermark passes their end.
     Update,
     /// At every epoch in which something changed, the whole result table. Nothing is evicted.
+    /// The table is merged on worker 0, since every epoch emits all of it.
     Complete,
 }
 

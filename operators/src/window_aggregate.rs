@@ -29,7 +29,7 @@ use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
 use crate::output_mode::OutputMode;
-use crate::window::Windowing;
+use crate::window::{WindowAssigner, Windowing};
 
 /// One row of an aggregation's result: a group (window and key) and its aggregated value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -169,6 +169,8 @@ where
 
     builder.build(move |_capabilities| {
         let mut groups: FxHashMap<(i64, K), A::Acc> = FxHashMap::default();
+        let mut assigner = WindowAssigner::new(windowing);
+        let sliding = matches!(windowing, Windowing::Sliding { .. });
         let mut batch_out: Vec<Partial<K, A::Acc>> = Vec::new();
         let mut late_batch: Vec<LateRecord<D>> = Vec::new();
         move |_frontiers| {
@@ -185,16 +187,16 @@ where
                             continue;
                         }
                         let key = key_of(&event.data);
-                        if let Windowing::Tumbling { .. } | Windowing::Global = windowing {
-                            let mut start = 0;
-                            windowing.for_each_window_start(event.time, |s| start = s);
-                            let acc = groups.entry((start, key)).or_insert_with(|| aggregator.init());
-                            aggregator.add(acc, &event.data);
-                        } else {
-                            windowing.for_each_window_start(event.time, |start| {
+                        if sliding {
+                            assigner.for_each_window_start(event.time, |start| {
                                 let acc = groups.entry((start, key.clone())).or_insert_with(|| aggregator.init());
                                 aggregator.add(acc, &event.data);
                             });
+                        } else {
+                            let mut start = 0;
+                            assigner.for_each_window_start(event.time, |s| start = s);
+                            let acc = groups.entry((start, key)).or_insert_with(|| aggregator.init());
+                            aggregator.add(acc, &event.data);
                         }
                     }
                 }
@@ -231,7 +233,18 @@ where
     A::Output: ExchangeData,
     D: 'static,
 {
-    let route = Exchange::new(|partial: &Partial<K, A::Acc>| FxBuildHasher.hash_one(&partial.1));
+    // Complete mode emits the whole table at every epoch, so one worker must see every group:
+    // its partials all go to worker 0. The other modes spread groups over workers by key.
+    let single_table = mode == OutputMode::Complete;
+    let route = Exchange::new(
+        move |partial: &Partial<K, A::Acc>| {
+            if single_table {
+                0
+            } else {
+                FxBuildHasher.hash_one(&partial.1)
+            }
+        },
+    );
     let group_bytes = (std::mem::size_of::<(K, A::Acc)>() + 16) as i64;
     partials.unary_frontier(route, name, move |_capability, _info| {
         // Partials waiting for their time to complete, with a capability for that time.

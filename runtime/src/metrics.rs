@@ -101,6 +101,27 @@ impl EventTimeStats {
         self.max = Some(self.max.map_or(time, |m| m.max(time)));
     }
 
+    /// Adds a run of event times (cheaper per time than [`EventTimeStats::add`]).
+    #[inline]
+    pub fn add_all(&mut self, times: impl Iterator<Item = EventTime>) {
+        let (mut count, mut sum, mut min, mut max) = (0u64, 0u128, u64::MAX, 0u64);
+        for time in times {
+            let t = time.as_millis();
+            count += 1;
+            sum += t as u128;
+            min = min.min(t);
+            max = max.max(t);
+        }
+        if count > 0 {
+            self.merge(&EventTimeStats {
+                count,
+                sum,
+                min: Some(EventTime::from_millis(min)),
+                max: Some(EventTime::from_millis(max)),
+            });
+        }
+    }
+
     /// Adds all of `other`.
     pub fn merge(&mut self, other: &EventTimeStats) {
         self.count += other.count;

@@ -103,7 +103,8 @@ impl Query {
             if built.wait().is_leader() {
                 let _ = built_tx.lock().unwrap().send(());
             }
-            if worker_build_error.lock().unwrap().is_some() {
+            let failed = worker_build_error.lock().unwrap().is_some();
+            if failed {
                 for dataflow in worker.installed_dataflows() {
                     worker.drop_dataflow(dataflow);
                 }
@@ -177,7 +178,8 @@ impl Query {
             }
         }
         let _ = built_rx.recv();
-        if let Some(error) = build_error.lock().unwrap().clone() {
+        let failed = build_error.lock().unwrap().clone();
+        if let Some(error) = failed {
             ctx.request_stop();
             let _ = supervisor.join();
             return Err(error);

@@ -82,6 +82,8 @@ pub enum Arrival {
 pub struct PartitionWatermark {
     delay: Duration,
     max_event_time: Option<EventTime>,
+    /// `max_event_time - delay`, kept up to date so that judging a record costs one comparison.
+    watermark: EventTime,
     last_data: Instant,
     idle: bool,
 }
@@ -89,12 +91,18 @@ pub struct PartitionWatermark {
 impl PartitionWatermark {
     /// A partition that has seen nothing yet.
     pub fn new(delay: Duration) -> Self {
-        PartitionWatermark { delay, max_event_time: None, last_data: Instant::now(), idle: false }
+        PartitionWatermark {
+            delay,
+            max_event_time: None,
+            watermark: EventTime::MIN,
+            last_data: Instant::now(),
+            idle: false,
+        }
     }
 
     /// The current watermark: max event time seen − delay (the epoch before any data).
     pub fn watermark(&self) -> EventTime {
-        self.max_event_time.map(|t| t.saturating_sub(self.delay)).unwrap_or(EventTime::MIN)
+        self.watermark
     }
 
     /// The largest event time seen so far.
@@ -107,10 +115,13 @@ impl PartitionWatermark {
     /// after being idle is judged against it too, so no on-time record is stamped after its time.
     #[inline]
     pub fn observe(&mut self, time: EventTime, floor: EventTime) -> Arrival {
-        let watermark = std::cmp::max(self.watermark(), floor);
+        let watermark = std::cmp::max(self.watermark, floor);
         match self.max_event_time {
             Some(max) if time <= max => {}
-            _ => self.max_event_time = Some(time),
+            _ => {
+                self.max_event_time = Some(time);
+                self.watermark = time.saturating_sub(self.delay);
+            }
         }
         if time < watermark {
             Arrival::Late { watermark }
@@ -143,6 +154,7 @@ impl PartitionWatermark {
     /// Restores the largest event time seen (used by recovery and by tests).
     pub fn restore(&mut self, max_event_time: Option<EventTime>) {
         self.max_event_time = max_event_time;
+        self.watermark = max_event_time.map_or(EventTime::MIN, |t| t.saturating_sub(self.delay));
     }
 }
 

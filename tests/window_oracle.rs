@@ -15,15 +15,11 @@
 //! * results do not depend on the number of workers or on how the batches are cut;
 //! * state is evicted (append/update) or kept (complete), as the `rows_total` gauge shows;
 //! * invalid dataflows are rejected by `Query::start` with a message naming the problem.
-//!
-//! NOTE: this file lives in `operators/tests/` only because the root package `weir` did not build
-//! while it was written (in-progress work in `connectors/`). It uses nothing but `weir_operators`,
-//! `weir_runtime` and `rand`, all of which the root package also depends on, so it can be moved to
-//! `tests/window_oracle.rs` unchanged.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -38,7 +34,7 @@ const BASE: u64 = 1_700_000_000_000;
 /// The name of the aggregation operator in every dataflow.
 const OP: &str = "win";
 /// Seeds per configuration.
-const SEEDS: u64 = 20;
+const SEEDS: u64 = 40;
 
 /// An input record. `id` is unique within a case, to check that late records appear once each.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,37 +105,42 @@ struct Expected {
 // Running a dataflow
 // ---------------------------------------------------------------------------------------------
 
+/// Where the inspect operators of every worker put what they see.
+#[derive(Clone, Default)]
+struct Collectors {
+    rows: Rows,
+    lates: Lates,
+}
+
+/// Adds the aggregation `OP` to `events` and collects its two outputs into `into`.
 fn attach<'scope, A>(
     events: EventStream<'scope, Rec>,
     ctx: &QueryContext,
-    windowing: Windowing,
-    mode: OutputMode,
+    (windowing, mode): (Windowing, OutputMode),
     aggregator: A,
     convert: fn(&A::Output) -> Val,
-    rows: &Rows,
-    lates: &Lates,
+    into: &Collectors,
 ) -> Result<(), BuildError>
 where
     A: Aggregator<Rec>,
     A::Output: ExchangeData,
 {
     let out = events.window_aggregate(ctx, OP, windowing, mode, |r: &Rec| r.key, aggregator)?;
-    let rows = rows.clone();
+    let rows = into.rows.clone();
     out.results.inspect_time(move |t, r| {
         rows.lock().unwrap().push((t.as_millis(), (r.window_start, r.window_end, r.key), convert(&r.value)));
     });
-    let lates = lates.clone();
+    let lates = into.lates.clone();
     out.late.inspect_time(move |t, l| lates.lock().unwrap().push((t.as_millis(), l.clone())));
     Ok(())
 }
 
 fn run(case: &Case, mode: OutputMode, agg: Agg, workers: usize) -> Run {
-    let rows: Rows = Arc::default();
-    let lates: Lates = Arc::default();
+    let collectors = Collectors::default();
     let source = MemorySource::new(case.parts.clone());
     let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-    let (windowing, batch) = (case.windowing, case.batch);
-    let (r, l) = (rows.clone(), lates.clone());
+    let (spec, batch) = ((case.windowing, mode), case.batch);
+    let into = collectors.clone();
     let started = Query::new("oracle").workers(workers).start(move |scope, ctx| {
         let events = event_source_with_batch(
             scope,
@@ -150,24 +151,13 @@ fn run(case: &Case, mode: OutputMode, agg: Agg, workers: usize) -> Run {
             batch,
         );
         match agg {
-            Agg::Count => attach(events, ctx, windowing, mode, Count, |v: &u64| Val::Int(*v as i64), &r, &l),
-            Agg::Sum => attach(events, ctx, windowing, mode, Sum(|r: &Rec| r.value), |v: &i64| Val::Int(*v), &r, &l),
-            Agg::Min => {
-                attach(events, ctx, windowing, mode, Min(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &r, &l)
+            Agg::Count => attach(events, ctx, spec, Count, |v: &u64| Val::Int(*v as i64), &into),
+            Agg::Sum => attach(events, ctx, spec, Sum(|r: &Rec| r.value), |v: &i64| Val::Int(*v), &into),
+            Agg::Min => attach(events, ctx, spec, Min(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &into),
+            Agg::Max => attach(events, ctx, spec, Max(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &into),
+            Agg::Avg => {
+                attach(events, ctx, spec, Avg(|r: &Rec| r.value as f64), |v: &Option<f64>| Val::Float(*v), &into)
             }
-            Agg::Max => {
-                attach(events, ctx, windowing, mode, Max(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &r, &l)
-            }
-            Agg::Avg => attach(
-                events,
-                ctx,
-                windowing,
-                mode,
-                Avg(|r: &Rec| r.value as f64),
-                |v: &Option<f64>| Val::Float(*v),
-                &r,
-                &l,
-            ),
         }
     });
     let handle = match started {
@@ -182,8 +172,8 @@ fn run(case: &Case, mode: OutputMode, agg: Agg, workers: usize) -> Run {
     let metrics = handle.context().metrics().operator(OP);
     let op_late_rows = metrics.late_rows.load(std::sync::atomic::Ordering::SeqCst);
     let rows_total = metrics.rows_total.load(std::sync::atomic::Ordering::SeqCst);
-    let rows = std::mem::take(&mut *rows.lock().unwrap());
-    let late = std::mem::take(&mut *lates.lock().unwrap());
+    let rows = std::mem::take(&mut *collectors.rows.lock().unwrap());
+    let late = std::mem::take(&mut *collectors.lates.lock().unwrap());
     Run { rows, late, op_late_rows, rows_total }
 }
 
@@ -331,15 +321,17 @@ fn describe_difference(actual: &BTreeMap<Group, Val>, expected: &BTreeMap<Group,
     text
 }
 
-/// Checks one run against the oracle and returns its final table (to compare worker counts).
-fn check(case: &Case, mode: OutputMode, agg: Agg, workers: usize, expected: &Expected) -> BTreeMap<Group, Val> {
+/// Checks one run against the oracle; returns its final table (to compare worker counts) and the
+/// number of rows it emitted.
+fn check(
+    case: &Case,
+    mode: OutputMode,
+    agg: Agg,
+    workers: usize,
+    expected: &Expected,
+) -> (BTreeMap<Group, Val>, usize) {
     let label = format!("{} [mode={mode}, agg={agg:?}, workers={workers}]", case.label);
     let run = run(case, mode, agg, workers);
-
-    // Results.
-    let table = final_table(&label, mode, &run.rows);
-    let want = expected_table(expected, agg);
-    assert!(table == want, "{label}: result table differs from the oracle:\n{}", describe_difference(&table, &want));
 
     // Late records: each exactly once, labelled with the operator, its time and its watermark.
     let mut late_seen: BTreeMap<u64, usize> = BTreeMap::new();
@@ -368,21 +360,28 @@ fn check(case: &Case, mode: OutputMode, agg: Agg, workers: usize, expected: &Exp
     // State.
     let want_rows = if mode == OutputMode::Complete { expected.groups.len() as i64 } else { 0 };
     assert_eq!(run.rows_total, want_rows, "{label}: rows_total gauge after the bounded run");
-    table
+
+    // Results.
+    let table = final_table(&label, mode, &run.rows);
+    let want = expected_table(expected, agg);
+    assert!(table == want, "{label}: result table differs from the oracle:\n{}", describe_difference(&table, &want));
+    (table, run.rows.len())
 }
 
-/// Runs `case` with 1 and 3 workers, checks both against the oracle and against each other.
-fn check_workers(case: &Case, mode: OutputMode, agg: Agg, expected: &Expected) {
-    let one = check(case, mode, agg, 1, expected);
-    let three = check(case, mode, agg, 3, expected);
+/// Runs `case` with 1 and 3 workers, checks both against the oracle and against each other;
+/// returns the number of rows emitted with 1 worker.
+fn check_workers(case: &Case, mode: OutputMode, agg: Agg, expected: &Expected) -> usize {
+    let (one, emitted) = check(case, mode, agg, 1, expected);
+    let (three, _) = check(case, mode, agg, 3, expected);
     assert!(one == three, "{}: 1 and 3 workers disagree:\n{}", case.label, describe_difference(&three, &one));
+    emitted
 }
 
 // ---------------------------------------------------------------------------------------------
 // Random inputs
 // ---------------------------------------------------------------------------------------------
 
-/// 1..=4 partitions of 0..=150 records each; time moves forward with random steps, and about a
+/// 1..=4 partitions of 0..=300 records each; time moves forward with random steps, and about a
 /// third of the records jump back by up to 3 s (some late, some out of order but on time).
 fn random_case(name: &str, seed: u64, base: u64, windowing: impl FnOnce(&mut SmallRng) -> Windowing) -> Case {
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -393,7 +392,7 @@ fn random_case(name: &str, seed: u64, base: u64, windowing: impl FnOnce(&mut Sma
     let mut id = 0;
     let parts = (0..partitions)
         .map(|_| {
-            let len = rng.random_range(0..=150);
+            let len = rng.random_range(0..=300);
             let mut cursor = base + rng.random_range(0..5_000);
             (0..len)
                 .map(|_| {
@@ -435,6 +434,7 @@ fn property(
     windowing: fn(&mut SmallRng) -> Windowing,
 ) {
     let (mut late_total, mut seeds_with_late, mut out_of_order_total, mut groups_total) = (0, 0, 0, 0);
+    let mut emitted_total = 0;
     for seed in seed_base..seed_base + SEEDS {
         let case = random_case(name, seed, base, windowing);
         let expected = oracle(&case);
@@ -443,7 +443,7 @@ fn property(
         out_of_order_total += expected.out_of_order_on_time;
         groups_total += expected.groups.len();
         let agg = aggs[(seed % aggs.len() as u64) as usize];
-        check_workers(&case, mode, agg, &expected);
+        emitted_total += check_workers(&case, mode, agg, &expected);
     }
     assert!(
         late_total > 0 && seeds_with_late >= SEEDS as usize / 2,
@@ -451,6 +451,10 @@ fn property(
     );
     assert!(out_of_order_total > 0, "{name}: no out-of-order on-time record was generated");
     assert!(groups_total > 0, "{name}: no group was generated");
+    if mode == OutputMode::Update {
+        // Groups were emitted more than once, so "the last emission is final" was really tested.
+        assert!(emitted_total > groups_total, "{name}: update never re-emitted a group ({emitted_total} rows)");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,6 +597,37 @@ fn complete_sliding_matches_oracle() {
     property("complete/sliding", 7_000, BASE, OutputMode::Complete, &AGGS, random_sliding);
 }
 
+/// Complete mode, smallest input showing that the final snapshot must hold every key whichever
+/// worker owns it. One partition, delay 0, tumbling 10 s, batch 1: key k at ts 1000·k for
+/// k = 0..6, all on time, all in window [0, 10000) with count 1. Each batch moves the watermark,
+/// so each epoch changes one key; the snapshot at the last output time must still hold all six.
+#[test]
+fn complete_final_snapshot_holds_every_key() {
+    let parts = vec![(0..6).map(|k| Rec { id: k, ts: 1_000 * k, key: k as u32, value: 1 }).collect()];
+    let case = Case {
+        label: "complete, six keys".into(),
+        parts,
+        delay_ms: 0,
+        windowing: Windowing::tumbling(Duration::from_secs(10)),
+        batch: 1,
+    };
+    let want: BTreeMap<Group, Val> = (0..6).map(|k| ((0, 10_000, k), Val::Int(1))).collect();
+    assert_eq!(expected_table(&oracle(&case), Agg::Count), want, "oracle vs hand computation");
+    for workers in [1, 2, 3] {
+        let mut rows = run(&case, OutputMode::Complete, Agg::Count, workers).rows;
+        let table = final_table(&case.label, OutputMode::Complete, &rows);
+        rows.sort_by_key(|(t, g, _)| (*t, *g));
+        let rows: Vec<String> = rows.iter().map(|(t, g, v)| format!("    t={t} {g:?} {v:?}")).collect();
+        assert!(
+            table == want,
+            "{} with {workers} workers: the snapshot at the greatest output time is not the whole table:\n{}\n  all output rows:\n{}",
+            case.label,
+            describe_difference(&table, &want),
+            rows.join("\n")
+        );
+    }
+}
+
 /// Sliding windows near the epoch: the first windows start before it (negative starts).
 #[test]
 fn sliding_near_the_epoch_matches_oracle() {
@@ -607,7 +642,38 @@ fn sliding_near_the_epoch_matches_oracle() {
     );
 }
 
-/// Invalid dataflows are rejected by `Query::start` with a message that names the problem.
+/// Starts a one-record query with `windowing` and `mode` on another thread, so that a `Query::start`
+/// that never returns fails the test instead of hanging it. The receiver gets `Ok` if the query
+/// started (it is then awaited) or the `BuildError`'s text.
+fn start_in_background(workers: usize, windowing: Windowing, mode: OutputMode) -> Receiver<Result<(), String>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = Query::new("invalid").workers(workers).start(move |scope, ctx| {
+            let source = MemorySource::new(vec![vec![Rec { id: 0, ts: BASE, key: 0, value: 0 }]]);
+            let events = event_source_with_batch(
+                scope,
+                ctx,
+                source,
+                |r: &Rec| Some(EventTime::from_millis(r.ts)),
+                WatermarkOptions::default(),
+                10,
+            );
+            events.window_count(ctx, OP, windowing, mode, |r: &Rec| r.key)?;
+            Ok(())
+        });
+        let outcome = match started {
+            Ok(handle) => {
+                handle.await_termination(Some(Duration::from_secs(10))).map(|_| ()).map_err(|e| e.to_string())
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        let _ = tx.send(outcome);
+    });
+    rx
+}
+
+/// Invalid dataflows are rejected by `Query::start` (1 and 3 workers) with a `BuildError` whose
+/// text names the problem; a valid one next to them starts and finishes.
 #[test]
 fn invalid_dataflows_fail_at_build_time() {
     let cases: [(&str, Windowing, OutputMode, &[&str]); 5] = [
@@ -637,34 +703,36 @@ fn invalid_dataflows_fail_at_build_time() {
             &["slide", "zero"],
         ),
     ];
-    for (what, windowing, mode, mentions) in cases {
-        for workers in [1, 3] {
-            let started = Query::new("invalid").workers(workers).start(move |scope, ctx| {
-                let source = MemorySource::new(vec![vec![Rec { id: 0, ts: BASE, key: 0, value: 0 }]]);
-                let events = event_source_with_batch(
-                    scope,
-                    ctx,
-                    source,
-                    |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                    WatermarkOptions::default(),
-                    10,
-                );
-                events.window_count(ctx, OP, windowing, mode, |r: &Rec| r.key)?;
-                Ok(())
-            });
-            let error = match started {
-                Ok(_) => panic!("{what} ({workers} workers): Query::start accepted an invalid dataflow"),
-                Err(error) => error.to_string(),
-            };
-            for mention in mentions {
-                assert!(
-                    error.to_lowercase().contains(mention),
-                    "{what} ({workers} workers): the error should mention {mention:?}: {error}"
-                );
+    // All at once, with one deadline, so that several hangs cost one timeout.
+    let valid =
+        start_in_background(3, Windowing::sliding(Duration::from_secs(5), Duration::from_secs(5)), OutputMode::Append);
+    let pending: Vec<_> = cases
+        .iter()
+        .flat_map(|&(what, windowing, mode, mentions)| {
+            [1, 3].map(|workers| {
+                (format!("{what} ({workers} workers)"), mentions, start_in_background(workers, windowing, mode))
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut problems = Vec::new();
+    for (label, mentions, outcome) in pending {
+        match outcome.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Err(_) => problems.push(format!("{label}: Query::start did not return within 10 s (deadlock?)")),
+            Ok(Ok(())) => problems.push(format!("{label}: Query::start accepted an invalid dataflow")),
+            Ok(Err(error)) => {
+                for mention in mentions {
+                    if !error.to_lowercase().contains(mention) {
+                        problems.push(format!("{label}: the error should mention {mention:?}: {error}"));
+                    }
+                }
             }
         }
     }
-    // A valid sliding window (slide = size) is accepted.
-    let w = Windowing::sliding(Duration::from_secs(5), Duration::from_secs(5));
-    assert!(w.validate().is_ok());
+    match valid.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => problems.push(format!("valid sliding(5s, 5s) append query failed: {error}")),
+        Err(_) => problems.push("valid sliding(5s, 5s) append query did not finish within 10 s".to_string()),
+    }
+    assert!(problems.is_empty(), "{} problem(s):\n  {}", problems.len(), problems.join("\n  "));
 }
