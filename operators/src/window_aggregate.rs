@@ -140,6 +140,12 @@ impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
 }
 
 type Partial<K, A> = (i64, K, A);
+type Timed<'scope, D> = StreamVec<'scope, EventTime, D>;
+/// Stage 1's outputs: partial results, and records late for this operator.
+type PreAggregated<'scope, K, Acc, D> = (Timed<'scope, Partial<K, Acc>>, Timed<'scope, LateRecord<D>>);
+type VecOutput<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
+/// Batches waiting for their time to complete, with a capability for that time.
+type Pending<D> = BTreeMap<EventTime, (Capability<EventTime>, Vec<Vec<D>>)>;
 
 /// Stage 1: folds each batch into partial results per (window start, key), on the worker that
 /// read it. Records behind the batch's timestamp are late for this operator.
@@ -150,7 +156,7 @@ fn pre_aggregate<'scope, D: 'static, K, A>(
     key_of: impl Fn(&D) -> K + 'static,
     aggregator: A,
     metrics: &std::sync::Arc<OperatorMetrics>,
-) -> (StreamVec<'scope, EventTime, Partial<K, A::Acc>>, StreamVec<'scope, EventTime, LateRecord<D>>)
+) -> PreAggregated<'scope, K, A::Acc, D>
 where
     K: ExchangeData + Hash + Eq + Clone,
     A: Aggregator<D>,
@@ -160,10 +166,8 @@ where
     builder.set_notify_for(0, FrontierInterest::Never);
     let (partials_out, partials) = builder.new_output::<Vec<Partial<K, A::Acc>>>();
     let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
-    let mut partials_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<Partial<K, A::Acc>>>> =
-        OutputBuilder::from(partials_out);
-    let mut late_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<LateRecord<D>>>> =
-        OutputBuilder::from(late_out);
+    let mut partials_out: VecOutput<Partial<K, A::Acc>> = OutputBuilder::from(partials_out);
+    let mut late_out: VecOutput<LateRecord<D>> = OutputBuilder::from(late_out);
     let name = name.to_string();
     let metrics = metrics.clone();
 
@@ -247,8 +251,7 @@ where
     );
     let group_bytes = (std::mem::size_of::<(K, A::Acc)>() + 16) as i64;
     partials.unary_frontier(route, name, move |_capability, _info| {
-        // Partials waiting for their time to complete, with a capability for that time.
-        let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Vec<Partial<K, A::Acc>>>)> = BTreeMap::new();
+        let mut pending: Pending<Partial<K, A::Acc>> = BTreeMap::new();
         // Open groups: window start -> key -> partial result. Ordered by start, hence by end.
         let mut state: BTreeMap<i64, FxHashMap<K, A::Acc>> = BTreeMap::new();
         // Append mode: a capability at each open window's end, to emit it there.

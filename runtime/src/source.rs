@@ -61,7 +61,7 @@ pub trait Source: 'static {
 }
 
 /// How many records a source reads from one partition before it yields to other operators.
-pub const DEFAULT_BATCH_SIZE: usize = 8192;
+pub const DEFAULT_BATCH_SIZE: usize = 65536;
 
 struct Partition<R> {
     index: usize,
