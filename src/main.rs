@@ -59,9 +59,9 @@ struct RunFlags {
     /// How often a progress report is made.
     #[arg(long, default_value = "1s", value_parser = duration)]
     progress_interval: Duration,
-    /// Stop gracefully after this long (default: run until the input ends or Ctrl-C).
-    #[arg(long, value_parser = duration)]
-    seconds: Option<Duration>,
+    /// Stop gracefully after this many seconds (default: run until the input ends or Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
     /// The query's name (in progress reports).
     #[arg(long)]
     name: Option<String>,
@@ -231,7 +231,7 @@ fn run_window_count(args: WindowCountArgs) -> Result<()> {
     };
     let query = query_for(&args.run, "window-count")?;
     let handle = job.start(query).context("cannot start window-count")?;
-    wait(handle, args.run.seconds)
+    wait(handle, args.run.seconds.map(Duration::from_secs_f64))
 }
 
 /// The query settings shared by every job: workers, cluster, progress output.

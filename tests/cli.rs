@@ -342,3 +342,21 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn throttled_rate_job_runs_for_the_given_seconds_and_stops_gracefully() {
+    let started = std::time::Instant::now();
+    let output = Command::new(BINARY)
+        .args(["run", "window-count", "--source", "rate", "--rows-per-second", "2000", "--keys", "5"])
+        .args(["--window", "1s", "--watermark-delay", "0s", "--seconds", "3.5"])
+        .output()
+        .unwrap();
+    check(&output);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= std::time::Duration::from_secs(3), "stopped after {elapsed:?}, before --seconds 3.5");
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // 2,000 rows/s over 5 keys: a full 1 s window holds 400 rows per key.
+    let full = rows.iter().filter(|r| r["count"] == 400).count();
+    assert!(full >= 5, "expected at least one full window of 5 keys, got {rows:?}");
+}
