@@ -31,7 +31,7 @@ fn handle_reports_progress_and_stops_gracefully() {
     assert!(handle.is_active());
     assert!(!handle.id().is_empty() && handle.id() != handle.run_id());
     assert_eq!(handle.name(), "lifecycle");
-    assert_eq!(handle.await_termination(Some(Duration::from_millis(700))).unwrap(), false, "still running");
+    assert!(!handle.await_termination(Some(Duration::from_millis(700))).unwrap(), "still running");
     let last = handle.last_progress().expect("a progress report after 700 ms");
     assert!(last.num_input_rows > 0, "{}", last.pretty_json());
     assert_eq!(handle.status().message, "Processing new data");
