@@ -176,6 +176,12 @@ pub fn event_source_with_batch<'scope, S: Source>(
         move |_frontiers| {
             let Some((records_cap, late_cap)) = caps.as_mut() else { return };
             if ctx.stop_requested() {
+                // A graceful stop holds the watermark where it is (the query drains and drops the
+                // dataflow); after a failure the source lets go, so the dataflow winds down on its own.
+                if ctx.failure().is_some() {
+                    caps = None;
+                    metrics.watermarks.lock().unwrap().insert(worker, None);
+                }
                 return;
             }
             let now = Instant::now();
