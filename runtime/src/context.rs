@@ -22,6 +22,7 @@ struct Inner {
     metrics: QueryMetrics,
     stop: AtomicBool,
     failure: Mutex<Option<QueryError>>,
+    started_at: crate::time::EventTime,
     shared_watermarks: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
@@ -36,6 +37,7 @@ impl QueryContext {
                 metrics: QueryMetrics::default(),
                 stop: AtomicBool::new(false),
                 failure: Mutex::new(None),
+                started_at: crate::time::EventTime::now(),
                 shared_watermarks: Mutex::new(HashMap::new()),
             }),
         }
@@ -64,6 +66,12 @@ impl QueryContext {
     /// The live counters.
     pub fn metrics(&self) -> &QueryMetrics {
         &self.inner.metrics
+    }
+
+    /// When this context was created: one instant shared by every worker of this process, so
+    /// that sources which anchor event time at "now" agree across workers.
+    pub fn started_at(&self) -> crate::time::EventTime {
+        self.inner.started_at
     }
 
     /// Asks every source to stop reading; the query then winds down.

@@ -59,6 +59,9 @@ pub struct RateSource {
     pub seed: u64,
     /// The event time of row 0 (before skew).
     pub start_time: EventTime,
+    /// Whether `start_time` was set explicitly; if not, [`RateSource::events`] anchors it at the
+    /// query's start, which every worker of the process shares.
+    explicit_start: bool,
 }
 
 impl RateSource {
@@ -74,6 +77,7 @@ impl RateSource {
             max_skew: Duration::ZERO,
             seed: 0,
             start_time: EventTime::now(),
+            explicit_start: false,
         }
     }
 
@@ -117,6 +121,7 @@ impl RateSource {
     /// Sets the event time of row 0 (default: the time of construction). Set it for reproducible runs.
     pub fn start_time(mut self, start: EventTime) -> Self {
         self.start_time = start;
+        self.explicit_start = true;
         self
     }
 
@@ -152,12 +157,17 @@ impl RateSource {
     }
 
     /// Runs this source through [`event_source`], with each row's `timestamp` as its event time.
+    /// Without an explicit start time, row 0 is scheduled at the query's start (the same instant
+    /// on every worker of this process, so all partitions share one schedule).
     pub fn events<'scope>(
-        self,
+        mut self,
         scope: Scope<'scope, EventTime>,
         ctx: &QueryContext,
         options: WatermarkOptions,
     ) -> EventStream<'scope, RateRow> {
+        if !self.explicit_start {
+            self.start_time = ctx.started_at();
+        }
         event_source(scope, ctx, self, |row: &RateRow| Some(row.timestamp), options)
     }
 
