@@ -21,7 +21,10 @@ step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests (unit, integration, doc, 2-process cluster)"
-cargo test --workspace
+test_log="$(mktemp)"
+cargo test --workspace 2>&1 | tee "$test_log"
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$test_log" | awk '{s += $1} END {print s + 0}')
 
 step "examples"
 # quickstart's first 10 s window is final at most ~13 s after it starts; the others are bounded.
@@ -36,3 +39,4 @@ step "bench (short run; full numbers: cargo bench)"
 WEIR_BENCH_ROWS="${WEIR_BENCH_ROWS:-4000000}" cargo bench --bench window_count
 
 step "all checks passed"
+echo "tests: $passed passed, $failed failed"
