@@ -247,34 +247,17 @@ fn invalid_jobs_fail_with_clear_messages() {
 
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"ts\": 1, \"key\": \"a\"}\n{\"ts\": 2, \"key\": \n").unwrap();
-    let output = Command::new(BINARY)
-        .args(["run", "window-count", "--input", &bad.display().to_string(), "--window", "10s"])
-        .output()
-        .unwrap();
+    let output = window_count(&bad, &[]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");
 
     let untimed = dir.join("untimed.jsonl");
     std::fs::write(&untimed, "{\"ts\": 1, \"key\": \"a\"}\n{\"key\": \"b\"}\n").unwrap();
-    let output = Command::new(BINARY)
-        .args(["run", "window-count", "--input", &untimed.display().to_string(), "--window", "10s"])
-        .output()
-        .unwrap();
+    let output = window_count(&untimed, &[]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("without a readable event time"));
-    let output = Command::new(BINARY)
-        .args([
-            "run",
-            "window-count",
-            "--input",
-            &untimed.display().to_string(),
-            "--window",
-            "10s",
-            "--drop-invalid-time",
-        ])
-        .output()
-        .unwrap();
+    let output = window_count(&untimed, &["--drop-invalid-time"]);
     check(&output);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
@@ -335,6 +318,15 @@ fn rate_source_job_runs_bounded_and_reports_progress() {
         assert!(last.get(field).is_some(), "progress report lacks {field}");
     }
     assert_eq!(last["stateOperators"][0]["numRowsTotal"], 0, "state must be evicted at the end");
+}
+
+/// Runs `weir run window-count` on `input` with 10 s windows and `extra` flags.
+fn window_count(input: &Path, extra: &[&str]) -> Output {
+    Command::new(BINARY)
+        .args(["run", "window-count", "--input", &input.display().to_string(), "--window", "10s"])
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn tempdir(name: &str) -> PathBuf {

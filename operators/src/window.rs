@@ -131,26 +131,8 @@ impl Windowing {
     /// Calls `each` with the start of every window that contains `time`, latest first.
     /// For [`Windowing::Global`] it calls once with [`GLOBAL_WINDOW_START`].
     #[inline]
-    pub fn for_each_window_start(&self, time: EventTime, mut each: impl FnMut(i64)) {
-        let t = time.as_millis() as i64;
-        match *self {
-            Windowing::Tumbling { size, offset } => {
-                let size = size.as_millis() as i64;
-                let offset = offset.as_millis() as i64;
-                each(t - (t - offset).rem_euclid(size));
-            }
-            Windowing::Sliding { size, slide, offset } => {
-                let size = size.as_millis() as i64;
-                let slide = slide.as_millis() as i64;
-                let offset = offset.as_millis() as i64;
-                let mut start = t - (t - offset).rem_euclid(slide);
-                while start > t - size {
-                    each(start);
-                    start -= slide;
-                }
-            }
-            Windowing::Global => each(GLOBAL_WINDOW_START),
-        }
+    pub fn for_each_window_start(&self, time: EventTime, each: impl FnMut(i64)) {
+        WindowAssigner::new(*self).for_each_window_start(time, each)
     }
 
     /// The window that starts at `start`.
@@ -191,8 +173,7 @@ impl WindowAssigner {
         WindowAssigner { windowing, bucket_start: 0, bucket_end: 0 }
     }
 
-    /// Calls `each` with the start of every window that contains `time`, latest first (the same
-    /// starts as [`Windowing::for_each_window_start`]).
+    /// Calls `each` with the start of every window that contains `time`, latest first.
     #[inline]
     pub fn for_each_window_start(&mut self, time: EventTime, mut each: impl FnMut(i64)) {
         let t = time.as_millis() as i64;

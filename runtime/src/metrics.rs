@@ -92,16 +92,7 @@ pub struct EventTimeStats {
 }
 
 impl EventTimeStats {
-    /// Adds one event time.
-    #[inline]
-    pub fn add(&mut self, time: EventTime) {
-        self.count += 1;
-        self.sum += time.as_millis() as u128;
-        self.min = Some(self.min.map_or(time, |m| m.min(time)));
-        self.max = Some(self.max.map_or(time, |m| m.max(time)));
-    }
-
-    /// Adds a run of event times (cheaper per time than [`EventTimeStats::add`]).
+    /// Adds a run of event times (one merge per run, not per time).
     #[inline]
     pub fn add_all(&mut self, times: impl Iterator<Item = EventTime>) {
         let (mut count, mut sum, mut min, mut max) = (0u64, 0u128, u64::MAX, 0u64);

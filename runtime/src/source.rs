@@ -231,8 +231,7 @@ pub fn event_source_with_batch<'scope, S: Source>(
                     match partition.watermark.observe(time, floor) {
                         Arrival::OnTime => on_time.push(Event { time, data: record }),
                         Arrival::Late { watermark } => {
-                            stats.add(time);
-                            late_records.push(LateRecord::new(record, time, watermark, description.as_str()));
+                            late_records.push(LateRecord::new(record, time, watermark, description.as_str()))
                         }
                     }
                 }
@@ -245,6 +244,7 @@ pub fn event_source_with_batch<'scope, S: Source>(
             }
 
             stats.add_all(on_time.iter().map(|e| e.time));
+            stats.add_all(late_records.iter().map(|l| l.event_time));
             let late_count = late_records.len() as u64;
             if !on_time.is_empty() {
                 records_out.activate().session(&*records_cap).give_container(&mut on_time);
