@@ -6,7 +6,9 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod late;
 pub mod output_mode;
+pub mod pending;
 pub mod window;
 pub mod window_aggregate;
 

@@ -28,6 +28,8 @@ use weir_runtime::metrics::OperatorMetrics;
 use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
+use crate::late::relabel_late;
+use crate::pending::{watermark_of, Pending};
 use crate::output_mode::OutputMode;
 use crate::window::{WindowAssigner, Windowing};
 
@@ -144,8 +146,6 @@ type Timed<'scope, D> = StreamVec<'scope, EventTime, D>;
 /// Stage 1's outputs: partial results, and records late for this operator.
 type PreAggregated<'scope, K, Acc, D> = (Timed<'scope, Partial<K, Acc>>, Timed<'scope, LateRecord<D>>);
 type VecOutput<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
-/// Batches waiting for their time to complete, with a capability for that time.
-type Pending<D> = BTreeMap<EventTime, (Capability<EventTime>, Vec<Vec<D>>)>;
 
 /// Stage 1: folds each batch into partial results per (window start, key), on the worker that
 /// read it. Records behind the batch's timestamp are late for this operator.
@@ -251,7 +251,7 @@ where
     );
     let group_bytes = (std::mem::size_of::<(K, A::Acc)>() + 16) as i64;
     partials.unary_frontier(route, name, move |_capability, _info| {
-        let mut pending: Pending<Partial<K, A::Acc>> = BTreeMap::new();
+        let mut pending: Pending<Partial<K, A::Acc>> = Pending::new();
         // Open groups: window start -> key -> partial result. Ordered by start, hence by end.
         let mut state: BTreeMap<i64, FxHashMap<K, A::Acc>> = BTreeMap::new();
         // Append mode: a capability at each open window's end, to emit it there.
@@ -261,21 +261,15 @@ where
 
         move |(input, frontier), output| {
             input.for_each_time(|cap, data| {
-                let entry = pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new()));
                 for batch in data {
-                    entry.1.push(std::mem::take(batch));
+                    pending.stash(&cap, batch);
                 }
             });
             // `None` once the input is exhausted: every time is complete, every window final.
-            let horizon: Option<EventTime> = frontier.frontier().iter().min().copied();
-            let complete = |t: &EventTime| horizon.is_none_or(|h| *t < h);
+            let horizon: Option<EventTime> = watermark_of(frontier.frontier());
 
             let (mut new_groups, mut updated, mut removed, mut emitted) = (0i64, 0u64, 0u64, 0u64);
-            while let Some(entry) = pending.first_entry() {
-                if !complete(entry.key()) {
-                    break;
-                }
-                let (cap, batches) = entry.remove();
+            while let Some((cap, batches)) = pending.pop_complete(frontier.frontier()) {
                 for batch in batches {
                     for (start, key, acc) in batch {
                         let groups = state.entry(start).or_default();
@@ -352,29 +346,6 @@ where
             OperatorMetrics::add(&metrics.rows_updated, updated);
             OperatorMetrics::add(&metrics.rows_removed, removed);
             OperatorMetrics::add(&metrics.rows_out, emitted);
-        }
-    })
-}
-
-/// Counts the records that were late at their source and labels them with this operator.
-fn relabel_late<'scope, D: 'static>(
-    late: StreamVec<'scope, EventTime, LateRecord<D>>,
-    name: &str,
-    metrics: std::sync::Arc<OperatorMetrics>,
-) -> StreamVec<'scope, EventTime, LateRecord<D>> {
-    let name = name.to_string();
-    late.unary(Pipeline, &format!("{name}/late"), move |_, _| {
-        move |input, output| {
-            input.for_each_time(|cap, data| {
-                let mut session = output.session(&cap);
-                for batch in data {
-                    OperatorMetrics::add(&metrics.late_rows, batch.len() as u64);
-                    for record in batch.iter_mut() {
-                        record.operator.clone_from(&name);
-                    }
-                    session.give_container(batch);
-                }
-            })
         }
     })
 }

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::QueryError;
 use crate::metrics::QueryMetrics;
+use crate::state::StateBackend;
 
 /// Shared by every worker thread of a query in this process; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct QueryContext {
     inner: Arc<Inner>,
+    state_backend: StateBackend,
 }
 
 #[derive(Debug)]
@@ -40,6 +42,7 @@ impl QueryContext {
                 started_at: crate::time::EventTime::now(),
                 shared_watermarks: Mutex::new(HashMap::new()),
             }),
+            state_backend: StateBackend::Memory,
         }
     }
 
@@ -104,5 +107,16 @@ impl QueryContext {
     /// an instance whose partitions are all idle follows it instead of holding the watermark back.
     pub fn shared_watermark(&self, name: &str) -> Arc<AtomicU64> {
         self.inner.shared_watermarks.lock().unwrap().entry(name.to_string()).or_default().clone()
+    }
+
+    /// Where stateful operators built with this context keep their state (memory by default).
+    pub fn state_backend(&self) -> &StateBackend {
+        &self.state_backend
+    }
+
+    /// The same query context with another state backend: pass it to one operator to choose
+    /// its backend, e.g. `dedup(&ctx.with_state_backend(StateBackend::rocksdb(dir)), ..)`.
+    pub fn with_state_backend(&self, backend: StateBackend) -> QueryContext {
+        QueryContext { inner: self.inner.clone(), state_backend: backend }
     }
 }

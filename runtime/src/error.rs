@@ -46,6 +46,14 @@ pub enum QueryError {
         /// What went wrong.
         message: String,
     },
+    /// An operator could not read or write its state.
+    #[error("state of operator {operator}: {message}")]
+    State {
+        /// The operator whose state failed.
+        operator: String,
+        /// What went wrong (the backend's message).
+        message: String,
+    },
     /// A worker thread panicked or the cluster could not be formed.
     #[error("worker failure: {0}")]
     Worker(String),

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod progress;
 pub mod query;
 pub mod source;
+pub mod state;
 pub mod time;
 pub mod watermark;
 
@@ -30,6 +31,7 @@ pub mod prelude {
     pub use crate::progress::{ProgressListener, StreamingQueryProgress};
     pub use crate::query::{Query, QueryHandle, QueryStatus};
     pub use crate::source::event_source;
+    pub use crate::state::{StateBackend, StateStore};
     pub use crate::time::{parse_duration, EventTime};
     pub use crate::watermark::{InvalidTimePolicy, WatermarkOptions};
 }

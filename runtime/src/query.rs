@@ -11,6 +11,7 @@ use timely::dataflow::Scope;
 use crate::context::QueryContext;
 use crate::error::{BuildError, QueryError};
 use crate::execution::Execution;
+use crate::state::StateBackend;
 use crate::progress::{ProgressListener, ProgressTracker, StreamingQueryProgress};
 use crate::time::EventTime;
 
@@ -24,6 +25,7 @@ pub struct Query {
     execution: Execution,
     progress_interval: Duration,
     listeners: Vec<Arc<dyn ProgressListener>>,
+    state_backend: StateBackend,
 }
 
 impl Query {
@@ -35,6 +37,7 @@ impl Query {
             execution: Execution::default(),
             progress_interval: Duration::from_secs(1),
             listeners: Vec::new(),
+            state_backend: StateBackend::Memory,
         }
     }
 
@@ -62,6 +65,13 @@ impl Query {
         self
     }
 
+    /// Where the dataflow's stateful operators keep state unless an operator chooses otherwise
+    /// (memory by default; RocksDB for state larger than memory).
+    pub fn state_backend(mut self, backend: StateBackend) -> Self {
+        self.state_backend = backend;
+        self
+    }
+
     /// Pushes every progress report to `listener`.
     pub fn on_progress(mut self, listener: impl ProgressListener) -> Self {
         self.listeners.push(Arc::new(listener));
@@ -77,7 +87,8 @@ impl Query {
         F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
     {
         let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone());
+        let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone())
+            .with_state_backend(self.state_backend.clone());
         let shared = Arc::new(Shared {
             active: AtomicBool::new(true),
             status: Mutex::new(QueryStatus::new("Initializing sources")),

@@ -1,6 +1,7 @@
 //! Reading event time and keys out of JSON records, and writing times back out.
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use weir_runtime::event::LateRecord;
 use weir_runtime::time::EventTime;
 
 /// The key of a JSON record: the JSON text of the field (`"a"` for a string, `7` for a number,
@@ -55,6 +56,19 @@ fn chrono_iso(millis: i64) -> Option<String> {
     } else {
         None
     }
+}
+
+/// One late record as a JSON line: the record, its event time, the watermark it missed, by how
+/// much, and which operator dropped it.
+pub fn late_line<D>(late: LateRecord<D>, record: impl Fn(&D) -> Value, format: TimeFormat) -> String {
+    json!({
+        "record": record(&late.record),
+        "event_time": format.json(late.event_time.as_millis() as i64),
+        "watermark": format.json(late.watermark.as_millis() as i64),
+        "lateness_ms": late.lateness_ms,
+        "operator": late.operator,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

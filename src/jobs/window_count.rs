@@ -14,7 +14,7 @@ use weir_connectors::rate::{RateRow, RateSource};
 use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
 
-use super::json_fields::{self, TimeFormat};
+use super::json_fields::{self, late_line, TimeFormat};
 
 /// Where the records come from.
 #[derive(Clone, Debug)]
@@ -237,17 +237,4 @@ pub fn result_line(row: &WindowResult<String, u64>, format: TimeFormat) -> Value
         "key": key,
         "count": row.value,
     })
-}
-
-/// One late record as a JSON line: the record, its event time, the watermark it missed, by how
-/// much, and which operator dropped it.
-fn late_line<D>(late: LateRecord<D>, record: impl Fn(&D) -> Value, format: TimeFormat) -> String {
-    json!({
-        "record": record(&late.record),
-        "event_time": format.json(late.event_time.as_millis() as i64),
-        "watermark": format.json(late.watermark.as_millis() as i64),
-        "lateness_ms": late.lateness_ms,
-        "operator": late.operator,
-    })
-    .to_string()
 }

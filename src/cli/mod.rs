@@ -1,0 +1,153 @@
+//! The pieces every `weir run` job shares: worker and cluster flags, progress output, the JSON
+//! input and output flags, and waiting for the query to end. One file per job beside this one.
+
+pub mod window_count;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{ArgAction, Args};
+use weir::jobs::json_fields::TimeFormat;
+use weir::jobs::json_input::JsonInput;
+use weir::prelude::*;
+use weir_runtime::time::parse_duration;
+
+/// Flags shared by every job: workers, cluster, progress.
+#[derive(Args, Debug, Clone)]
+pub struct RunFlags {
+    /// Worker threads in this process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the cluster (0 .. n-1).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File listing every process's host:port, one per line, in process order.
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+    /// Print each progress report (Spark's JSON) on stderr.
+    #[arg(long)]
+    pub progress: bool,
+    /// Append each progress report as one JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub progress_log: Option<PathBuf>,
+    /// How often a progress report is made.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub progress_interval: Duration,
+    /// Stop gracefully after this many seconds (default: run until the input ends or Ctrl-C).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// The query's name (in progress reports).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    /// JSON lines from --input (a file, or - for stdin).
+    File,
+    /// Spark's rate source: rows (timestamp, value), key = value % --keys.
+    Rate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    /// JSON lines to --output (a file, or - for stdout).
+    Jsonl,
+    /// Spark-style console tables on stdout, one per epoch.
+    Console,
+}
+
+/// The input flags of the JSON-lines jobs: file, event-time field, watermark.
+#[derive(Args, Debug, Clone)]
+pub struct JsonInputArgs {
+    /// JSON-lines input file, or - for stdin.
+    #[arg(long, default_value = "-")]
+    pub input: String,
+    /// Field with the event time: integer ms since the epoch, or an ISO-8601 string.
+    #[arg(long, default_value = "ts")]
+    pub time_field: String,
+    /// Allowed lateness: watermark = max event time seen - delay.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub watermark_delay: Duration,
+    /// A partition with no data for this long stops holding the watermark back.
+    #[arg(long, value_parser = duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Drop and count records whose event time is missing or unreadable, instead of failing.
+    #[arg(long)]
+    pub drop_invalid_time: bool,
+}
+
+impl JsonInputArgs {
+    /// The job input these flags describe.
+    pub fn input(&self) -> JsonInput {
+        JsonInput {
+            path: self.input.clone(),
+            time_field: self.time_field.clone(),
+            watermark_delay: self.watermark_delay,
+            idle_timeout: self.idle_timeout,
+            drop_invalid_time: self.drop_invalid_time,
+        }
+    }
+}
+
+/// The output flags of the JSON-lines jobs.
+#[derive(Args, Debug, Clone)]
+pub struct JsonOutputArgs {
+    /// JSON-lines output file, or - for stdout.
+    #[arg(long, default_value = "-")]
+    pub output: String,
+    /// Write late records (with watermark and lateness) as JSON lines here.
+    #[arg(long)]
+    pub late_output: Option<String>,
+    /// How times are written: ms (integers) or iso (ISO-8601 strings).
+    #[arg(long, value_enum, default_value_t = TimeFormat::Ms)]
+    pub time_format: TimeFormat,
+}
+
+pub fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// The query settings shared by every job: workers, cluster, progress output.
+pub fn query_for(flags: &RunFlags, default_name: &str) -> Result<Query> {
+    let execution = Execution::from_flags(flags.workers, flags.processes, flags.process, flags.hostfile.as_deref())?;
+    let mut query = Query::new(flags.name.clone().unwrap_or_else(|| default_name.to_string()))
+        .execution(execution)
+        .progress_interval(flags.progress_interval);
+    if flags.progress {
+        query = query.on_progress(|p: &StreamingQueryProgress| eprintln!("{}", p.pretty_json()));
+    }
+    if let Some(path) = &flags.progress_log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the progress log {}", path.display()))?;
+        let file = std::sync::Mutex::new(file);
+        query = query.on_progress(move |p: &StreamingQueryProgress| {
+            use std::io::Write;
+            let _ = writeln!(file.lock().unwrap(), "{}", p.json());
+        });
+    }
+    Ok(query)
+}
+
+/// Waits for the query to end (input exhausted, --seconds elapsed, or Ctrl-C).
+pub fn wait(handle: QueryHandle, seconds: Option<Duration>) -> Result<()> {
+    weir::signals::stop_on_signal(handle.stopper());
+    if let Some(limit) = seconds {
+        if !handle.await_termination(Some(limit))? {
+            handle.stop()?;
+        }
+        return Ok(());
+    }
+    handle.await_termination(None)?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The input of the JSON-lines jobs: a file or stdin, an event-time field, and watermark settings.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use timely::dataflow::Scope;
+use weir_connectors::files::JsonLinesSource;
+use weir_runtime::prelude::*;
+
+use super::json_fields;
+
+/// JSON lines with an event-time field, read with a watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonInput {
+    /// The file (`-` is stdin).
+    pub path: String,
+    /// The field holding the event time (ms integer or ISO-8601 string; `a.b` for nested).
+    pub time_field: String,
+    /// The allowed lateness.
+    pub watermark_delay: Duration,
+    /// When an input partition with no data stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// Whether records with an unreadable event time are dropped and counted instead of failing.
+    pub drop_invalid_time: bool,
+}
+
+impl JsonInput {
+    /// Checks that the file exists; `flag` names the command-line flag in the error.
+    pub fn validate(&self, flag: &str) -> Result<(), BuildError> {
+        if self.path != "-" && !Path::new(&self.path).is_file() {
+            return Err(BuildError::invalid(
+                flag,
+                format!("{} is not a readable file", self.path),
+                "give a JSON-lines file, or - for stdin",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The watermark settings.
+    pub fn watermark_options(&self) -> WatermarkOptions {
+        let mut options = WatermarkOptions::with_delay(self.watermark_delay);
+        if let Some(idle) = self.idle_timeout {
+            options = options.idle_timeout(idle);
+        }
+        if self.drop_invalid_time {
+            options = options.invalid_time(InvalidTimePolicy::DropAndCount);
+        }
+        options
+    }
+
+    /// The records as an event stream (on-time and late at their source).
+    pub fn events<'scope>(&self, scope: Scope<'scope, EventTime>, ctx: &QueryContext) -> EventStream<'scope, Value> {
+        let time_field = self.time_field.clone();
+        JsonLinesSource::<Value>::from_arg(&self.path).events(
+            scope,
+            ctx,
+            move |record| json_fields::time_of(record, &time_field),
+            self.watermark_options(),
+        )
+    }
+}
