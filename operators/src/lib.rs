@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod late;
+pub mod lookup_join;
 pub mod output_mode;
 pub mod pending;
 pub mod window;
@@ -15,6 +16,7 @@ pub mod window_aggregate;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::aggregate::{Aggregator, Avg, Count, Max, Min, Sum};
+    pub use crate::lookup_join::{LookupJoin, LookupJoinType, LookupTable};
     pub use crate::output_mode::OutputMode;
     pub use crate::window::{Window, Windowing};
     pub use crate::window_aggregate::{Aggregated, WindowAggregate, WindowResult};

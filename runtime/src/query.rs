@@ -121,8 +121,16 @@ impl Query {
                 }
                 return;
             }
-            while worker.has_dataflows() && !ctx.stop_requested() {
-                worker.step_or_park(Some(Duration::from_millis(10)));
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while worker.has_dataflows() && !ctx.stop_requested() {
+                    worker.step_or_park(Some(Duration::from_millis(10)));
+                }
+            }));
+            if let Err(payload) = stepped {
+                // Keep the panic's own message for `exception()`; timely only reports `Any`.
+                let message = panic_message(payload.as_ref());
+                ctx.fail(QueryError::Worker(format!("worker {} panicked: {message}", worker.index())));
+                std::panic::resume_unwind(payload);
             }
             if ctx.stop_requested() {
                 // Graceful: sources have stopped reading; let in-flight batches drain briefly.
@@ -391,5 +399,16 @@ impl Drop for QueryHandle {
             self.ctx.request_stop();
             let _ = self.await_termination(Some(Duration::from_secs(10)));
         }
+    }
+}
+
+/// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
     }
 }

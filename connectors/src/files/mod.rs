@@ -5,6 +5,7 @@
 
 mod reader;
 mod stdin;
+mod table;
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -20,6 +21,7 @@ use weir_runtime::time::EventTime;
 use weir_runtime::watermark::WatermarkOptions;
 
 pub use reader::JsonLinesReader;
+pub use table::read_json_lines;
 
 /// One input of a [`JsonLinesSource`]: a file or the process's standard input.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
