@@ -14,6 +14,21 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustu
 cargo --version
 rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || rustup component add rustfmt clippy
 
+step "system libraries (RocksDB, libclang for its bindings)"
+# The RocksDB state backend links Debian's librocksdb; its bindings are generated with libclang.
+missing=()
+for package in librocksdb-dev libclang-dev; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+echo "librocksdb $(dpkg -s librocksdb-dev | sed -n 's/^Version: //p'), libclang $(dpkg -s libclang-dev | sed -n 's/^Version: //p')"
+
 step "format"
 cargo fmt --all -- --check
 
@@ -28,15 +43,19 @@ failed=$(grep -Eo '[0-9]+ failed;' "$test_log" | awk '{s += $1} END {print s + 0
 
 step "examples"
 # quickstart's first 10 s window is final at most ~13 s after it starts; the others are bounded.
-for example in quickstart append_mode update_mode complete_mode; do
+for example in quickstart append_mode update_mode complete_mode lookup_join running_count sessionization; do
   echo "-- example $example"
   cargo run --quiet --example "$example" -- --seconds 14 > "${TMPDIR:-/tmp}/weir-example-$example.out"
   head -n 12 "${TMPDIR:-/tmp}/weir-example-$example.out"
   [ -s "${TMPDIR:-/tmp}/weir-example-$example.out" ] || { echo "example $example printed nothing"; exit 1; }
 done
 
-step "bench (short run; full numbers: cargo bench)"
+step "benches (short runs; full numbers: cargo bench)"
 WEIR_BENCH_ROWS="${WEIR_BENCH_ROWS:-4000000}" cargo bench --bench window_count
+# The operator benches, each on a small input: they must run and check their results.
+for bench in lookup_join session dedup distinct interval_join keyed_state; do
+  WEIR_BENCH_ROWS="${WEIR_BENCH_SMALL_ROWS:-200000}" cargo bench --bench "$bench"
+done
 
 step "all checks passed"
 echo "tests: $passed passed, $failed failed"

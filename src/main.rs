@@ -28,6 +28,20 @@ enum Job {
     /// Count records per key in event-time windows (tumbling, or sliding with --slide).
     #[command(disable_help_flag = true)]
     WindowCount(cli::window_count::WindowCountArgs),
+    /// Count records per key in session windows (a session closes after --gap without records).
+    #[command(disable_help_flag = true)]
+    SessionCount(cli::session_count::SessionCountArgs),
+    /// Drop duplicate records (same --key-field) within --within of event time.
+    #[command(disable_help_flag = true)]
+    Dedup(cli::dedup::DedupArgs),
+    /// Count distinct values of a field per event-time window (and key): exact, or approximate
+    /// with HyperLogLog++ (--approx).
+    #[command(disable_help_flag = true)]
+    DistinctCount(cli::distinct_count::DistinctCountArgs),
+    /// Join two JSON-lines inputs on a key within event-time bounds (--lower/--upper), as inner,
+    /// left/right/full outer, left semi or left anti join.
+    #[command(disable_help_flag = true)]
+    IntervalJoin(cli::interval_join::IntervalJoinArgs),
 }
 
 fn main() {
@@ -55,7 +69,9 @@ fn init_logging(verbose: u8) {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Run(Job::WindowCount(args)) => cli::window_count::run(args),
+        Command::Run(Job::SessionCount(args)) => cli::session_count::run(args),
+        Command::Run(Job::Dedup(args)) => cli::dedup::run(args),
+        Command::Run(Job::DistinctCount(args)) => cli::distinct_count::run(args),
+        Command::Run(Job::IntervalJoin(args)) => cli::interval_join::run(args),
     }
 }
-
-

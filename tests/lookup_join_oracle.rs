@@ -60,9 +60,7 @@ fn random_case(seed: u64) -> Case {
                 .collect()
         })
         .collect();
-    let table = (0..rng.random_range(0..20))
-        .map(|row| (rng.random_range(0..keys), format!("row{row}")))
-        .collect();
+    let table = (0..rng.random_range(0..20)).map(|row| (rng.random_range(0..keys), format!("row{row}"))).collect();
     Case {
         label: format!("seed {seed}"),
         parts,
@@ -180,8 +178,14 @@ fn an_invalid_join_type_or_refresh_interval_is_rejected() {
 
     let table = LookupTable::from_rows("t", vec![(1u32, 1u32)]).refresh_every(Duration::ZERO);
     let started = Query::new("bad-refresh").start(move |scope, ctx| {
-        let events =
-            event_source_with_batch(scope, ctx, MemorySource::new(vec![vec![1u32]]), |_| Some(EventTime::from_millis(1)), WatermarkOptions::default(), 8);
+        let events = event_source_with_batch(
+            scope,
+            ctx,
+            MemorySource::new(vec![vec![1u32]]),
+            |_| Some(EventTime::from_millis(1)),
+            WatermarkOptions::default(),
+            8,
+        );
         events.lookup_join(ctx, OP, table.clone(), |r: &u32| *r, LookupJoinType::Inner).map(|_| ())
     });
     let error = started.err().expect("a zero refresh interval is rejected").to_string();
@@ -225,7 +229,8 @@ fn a_refreshed_table_is_seen_by_later_records_and_never_reverts() {
     let handle = Query::new("refresh")
         .start(move |scope, ctx| {
             let events = RateSource::new(200).row_limit(600).events(scope, ctx, WatermarkOptions::default());
-            let joined = events.lookup_join(ctx, OP, table.clone(), |r: &RateRow| r.value % 4, LookupJoinType::Inner)?;
+            let joined =
+                events.lookup_join(ctx, OP, table.clone(), |r: &RateRow| r.value % 4, LookupJoinType::Inner)?;
             let into = into.clone();
             joined.records.inspect(move |e| {
                 into.lock().unwrap().insert(e.data.0.value, e.data.1.clone().expect("inner rows carry a table row"));

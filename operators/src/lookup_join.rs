@@ -12,7 +12,6 @@
 //! their source are joined too and stay on the `late` side, for the next event-time operator to
 //! count and route.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,6 +165,8 @@ pub trait LookupJoin<'scope, D: 'static> {
 
 type Spine<K, V> = ValSpine<K, V, EventTime, isize>;
 type Trace<K, V> = TraceAgent<Spine<K, V>>;
+/// Batches that wait for the first version of the table, with their capabilities.
+type Waiting<D> = Vec<(Capability<EventTime>, Vec<D>)>;
 type VecOutput<D> = OutputBuilder<EventTime, timely::container::CapacityContainerBuilder<Vec<D>>>;
 
 impl<'scope, D: Clone + 'static> LookupJoin<'scope, D> for EventStream<'scope, D> {
@@ -320,8 +321,8 @@ where
 
     builder.build(move |_capabilities| {
         // Records that arrived before the first version of the table was complete.
-        let waiting_records: Rc<RefCell<Vec<(Capability<EventTime>, Vec<Event<D>>)>>> = Default::default();
-        let mut waiting_late: Vec<(Capability<EventTime>, Vec<LateRecord<D>>)> = Vec::new();
+        let mut waiting_records: Waiting<Event<D>> = Vec::new();
+        let mut waiting_late: Waiting<LateRecord<D>> = Vec::new();
         let mut out_records: Vec<Event<(D, Option<V>)>> = Vec::new();
         let mut out_late: Vec<LateRecord<(D, Option<V>)>> = Vec::new();
         let mut lookup = Lookup::new(join_type);
@@ -339,7 +340,7 @@ where
 
             let mut records_handle = records_out.activate();
             let mut late_handle = late_out.activate();
-            let mut waiting = waiting_records.borrow_mut();
+            let waiting = &mut waiting_records;
             records_in.for_each_time(|cap, data| {
                 for batch in data {
                     waiting.push((cap.retain(0), std::mem::take(batch)));
@@ -358,17 +359,29 @@ where
             let (mut rows_in, mut rows_out) = (0u64, 0u64);
             for (cap, batch) in waiting.drain(..) {
                 rows_in += batch.len() as u64;
-                lookup.join(&mut cursor, &storage, batch, |e: &Event<D>| key_of(&e.data), |event, value| {
-                    out_records.push(Event::new(event.time, (event.data.clone(), value)));
-                });
+                lookup.join(
+                    &mut cursor,
+                    &storage,
+                    batch,
+                    |e: &Event<D>| key_of(&e.data),
+                    |event, value| {
+                        out_records.push(Event::new(event.time, (event.data.clone(), value)));
+                    },
+                );
                 rows_out += out_records.len() as u64;
                 records_handle.session(&cap).give_container(&mut out_records);
                 out_records.clear();
             }
             for (cap, batch) in waiting_late.drain(..) {
-                lookup.join(&mut cursor, &storage, batch, |l: &LateRecord<D>| key_of(&l.record), |late, value| {
-                    out_late.push(late.clone().map(|record| (record, value)));
-                });
+                lookup.join(
+                    &mut cursor,
+                    &storage,
+                    batch,
+                    |l: &LateRecord<D>| key_of(&l.record),
+                    |late, value| {
+                        out_late.push(late.clone().map(|record| (record, value)));
+                    },
+                );
                 late_handle.session(&cap).give_container(&mut out_late);
                 out_late.clear();
             }
@@ -406,8 +419,7 @@ impl<V: ExchangeData + Ord + Clone> Lookup<V> {
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         cursor.rewind_keys(storage);
         let mut current: Option<&K> = None;
-        for index in 0..keyed.len() {
-            let key = &keyed[index].0;
+        for (key, record) in &keyed {
             if current != Some(key) {
                 self.matches.clear();
                 cursor.seek_key(storage, key);
@@ -423,7 +435,6 @@ impl<V: ExchangeData + Ord + Clone> Lookup<V> {
                 }
                 current = Some(key);
             }
-            let record = &keyed[index].1;
             match self.join_type {
                 LookupJoinType::Inner | LookupJoinType::LeftOuter => {
                     for (value, count) in &self.matches {

@@ -34,7 +34,10 @@ impl<D> Pending<D> {
 
     /// Removes and returns the earliest pending time if the frontier has passed it (or the input
     /// has ended, `frontier` empty), with its capability and batches.
-    pub fn pop_complete(&mut self, frontier: AntichainRef<'_, EventTime>) -> Option<(Capability<EventTime>, Vec<Vec<D>>)> {
+    pub fn pop_complete(
+        &mut self,
+        frontier: AntichainRef<'_, EventTime>,
+    ) -> Option<(Capability<EventTime>, Vec<Vec<D>>)> {
         let entry = self.by_time.first_entry()?;
         if frontier.less_equal(entry.key()) {
             return None;

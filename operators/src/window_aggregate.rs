@@ -29,8 +29,8 @@ use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
 use crate::late::relabel_late;
-use crate::pending::{watermark_of, Pending};
 use crate::output_mode::OutputMode;
+use crate::pending::{watermark_of, Pending};
 use crate::window::{WindowAssigner, Windowing};
 
 /// One row of an aggregation's result: a group (window and key) and its aggregated value.

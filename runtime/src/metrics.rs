@@ -187,6 +187,8 @@ pub struct OperatorMetrics {
     pub rows_in: AtomicU64,
     /// Records emitted (cumulative).
     pub rows_out: AtomicU64,
+    /// Records dropped as duplicates by a deduplication (cumulative; Spark's `numDroppedDuplicateRows`).
+    pub duplicates_dropped: AtomicU64,
 }
 
 impl OperatorMetrics {

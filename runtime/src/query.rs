@@ -11,8 +11,8 @@ use timely::dataflow::Scope;
 use crate::context::QueryContext;
 use crate::error::{BuildError, QueryError};
 use crate::execution::Execution;
-use crate::state::StateBackend;
 use crate::progress::{ProgressListener, ProgressTracker, StreamingQueryProgress};
+use crate::state::StateBackend;
 use crate::time::EventTime;
 
 /// How many recent progress reports a handle keeps (like Spark's `recentProgress`).

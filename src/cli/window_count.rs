@@ -126,4 +126,3 @@ pub fn run(args: WindowCountArgs) -> Result<()> {
     let handle = job.start(query).context("cannot start window-count")?;
     wait(handle, args.run.seconds.map(Duration::from_secs_f64))
 }
-

@@ -1,5 +1,9 @@
 //! Ready-made jobs that the `weir run` command drives without any Rust code.
 
+pub mod dedup;
+pub mod distinct_count;
+pub mod interval_join;
 pub mod json_fields;
 pub mod json_input;
+pub mod session_count;
 pub mod window_count;

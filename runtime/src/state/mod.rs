@@ -5,6 +5,12 @@
 //! An operator opens one [`StateStore`] per worker: a map from its key type to its value type.
 //! Both backends offer the same operations, so an operator written against [`StateStore`] runs on
 //! either. The memory backend hands out references; RocksDB encodes keys and values with bincode.
+//!
+//! RocksDB keeps every key and value on disk; in memory it holds at most
+//! [`RocksDbOptions::max_write_buffers`] memtables of [`RocksDbOptions::write_buffer_bytes`] and an
+//! LRU block cache of [`RocksDbOptions::block_cache_bytes`] (which also holds the partitioned index
+//! and filter blocks), per store. Its write-ahead log is disabled: a store is scratch space for one
+//! run (opening clears its directory, dropping deletes it); durability comes from checkpoints.
 
 mod memory;
 mod rocksdb;
@@ -56,7 +62,8 @@ impl StateBackend {
         match self {
             StateBackend::Memory => Ok(StateStore::Memory(MemoryStore::new())),
             StateBackend::RocksDb(options) => {
-                let path = options.dir.join(sanitize(query_id)).join(sanitize(operator)).join(format!("worker-{worker}"));
+                let path =
+                    options.dir.join(sanitize(query_id)).join(sanitize(operator)).join(format!("worker-{worker}"));
                 Ok(StateStore::RocksDb(RocksDbStore::open(path, options)?))
             }
         }
@@ -156,6 +163,20 @@ impl<K: StateKey, V: StateValue> StateStore<K, V> {
         match self {
             StateStore::Memory(store) => Ok(store.modify(key, f)),
             StateStore::RocksDb(store) => store.modify(key, f),
+        }
+    }
+
+    /// Like [`StateStore::modify`], but `f` also says whether it changed the value: RocksDB then
+    /// skips the write for unchanged values (memory always keeps the value in place).
+    #[inline]
+    pub fn modify_if_changed<R>(
+        &mut self,
+        key: &K,
+        f: impl FnOnce(&mut Option<V>) -> (R, bool),
+    ) -> Result<R, StateError> {
+        match self {
+            StateStore::Memory(store) => Ok(store.modify(key, |value| f(value).0)),
+            StateStore::RocksDb(store) => store.modify_if_changed(key, f),
         }
     }
 

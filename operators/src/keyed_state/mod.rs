@@ -1,0 +1,239 @@
+//! Arbitrary keyed state with timers (Spark's `flatMapGroupsWithState`, Flink's
+//! `KeyedProcessFunction`): `stream.key_by(key_of).process_with_state(ctx, name, f)`.
+//!
+//! `f(key, records, state, out)` is called per key with the key's records of one event time and a
+//! [`KeyedState`] handle (`get`/`exists`/`update`/`remove`, `set_timer`, `set_timeout_duration`,
+//! `has_timed_out`, `current_watermark`), and pushes any number of outputs to `out`.
+//!
+//! # Semantics (why results do not depend on worker count or batch boundaries)
+//!
+//! * Records are exchanged by key (`FxBuildHasher.hash_one(&key)`) and buffered until the
+//!   watermark (the operator's input frontier) passes **their own event time**. Then each key is
+//!   called once per event time, in event-time order, with all its records of that instant,
+//!   sorted by `D: Ord` (equal records in any order, which cannot be told apart).
+//! * Event-time timers fire in time order, interleaved with records: at time `t`, a key's records
+//!   of `t` come first, then its timer at `t`, once the frontier is past `t`. A timer call has no
+//!   records and `has_timed_out()` true. A timer set at or before the time being processed fires
+//!   right after the call that set it. Each key has at most one timer: setting it replaces the
+//!   previous one; it stays set until it fires or is cleared. When the input ends every timer
+//!   fires (a timer call that always sets a later timer never lets a bounded query finish).
+//! * Outputs carry the event time of the call that produced them (the records' or the timer's
+//!   time) as [`Event::time`], and are stamped no later than that, so they are on time for
+//!   windows and other event-time operators downstream.
+//! * `set_timeout_duration(d)` is a processing-time timeout: the key is called (no records,
+//!   `has_timed_out()` true) once no records arrived for it for `d` of wall-clock time. Its
+//!   outputs carry the watermark at that moment. Timeouts depend on timing, so results that use
+//!   them are not deterministic; at the end of a bounded input every pending timeout fires.
+//! * A record whose event time is behind the batch it arrives in (late at this operator), or that
+//!   was late at its source, never reaches the function: it is counted in `late_rows`
+//!   (`numRowsDroppedByWatermark`) and sent to [`Processed::late`] once, naming this operator.
+//!
+//! # State
+//!
+//! The state values live in a [`StateStore`](weir_runtime::state::StateStore) opened from the
+//! context's backend (`ctx.state_backend()`: memory by default, or RocksDB chosen per query with
+//! `Query::state_backend` or per operator with `ctx.with_state_backend(..)`). Timers, timeouts
+//! and records waiting for the watermark are kept in memory. The operator reports
+//! `numRowsTotal` = keys with state, updates, removals, late drops and estimated memory.
+//!
+//! ```
+//! use std::time::Duration;
+//! use weir_operators::prelude::*;
+//! use weir_runtime::prelude::*;
+//! use weir_runtime::timely::dataflow::operators::Inspect;
+//!
+//! // (event time in ms, user), one partition.
+//! let clicks: Vec<(u64, String)> =
+//!     ["alice", "bob", "alice", "alice", "bob"].iter().enumerate().map(|(i, u)| (i as u64 * 1_000, u.to_string())).collect();
+//! let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+//! let into = seen.clone();
+//! let query = Query::new("running-count").start(move |scope, ctx| {
+//!     let events = event_source(scope, ctx, MemorySource::new(vec![clicks.clone()]),
+//!         |click: &(u64, String)| Some(EventTime::from_millis(click.0)),
+//!         WatermarkOptions::with_delay(Duration::ZERO));
+//!     let counts = events.key_by(|click: &(u64, String)| click.1.clone()).process_with_state(ctx, "count",
+//!         |user: &String, records, state: &mut KeyedState<u64>, out: &mut Vec<(String, u64)>| {
+//!             let mut count = state.get().copied().unwrap_or(0);
+//!             for _ in records {
+//!                 count += 1;
+//!                 out.push((user.clone(), count));
+//!             }
+//!             state.update(count);
+//!         })?;
+//!     let into = into.clone();
+//!     counts.output.records.inspect(move |e| into.lock().unwrap().push((e.time.as_millis(), e.data.clone())));
+//!     Ok(())
+//! }).unwrap();
+//! query.await_termination(None).unwrap();
+//! let mut seen = seen.lock().unwrap().clone();
+//! seen.sort();
+//! let counts: Vec<u64> = seen.iter().map(|(_, (_, n))| *n).collect();
+//! assert_eq!(counts, vec![1, 1, 2, 3, 2]);
+//! ```
+
+mod handle;
+mod operator;
+mod timers;
+
+use std::hash::BuildHasher;
+use std::rc::Rc;
+
+use rustc_hash::FxBuildHasher;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::StreamVec;
+use timely::progress::operate::FrontierInterest;
+use timely::ExchangeData;
+use weir_runtime::context::QueryContext;
+use weir_runtime::error::BuildError;
+use weir_runtime::event::{Event, EventStream, LateRecord};
+use weir_runtime::metrics::OperatorMetrics;
+use weir_runtime::state::{StateKey, StateValue};
+use weir_runtime::time::EventTime;
+
+pub use self::handle::{Fired, KeyedState};
+use crate::late::relabel_late;
+
+/// The records of one key at one event time, as the function receives them: iterate to take
+/// them (in `D: Ord` order); `len()` says how many there are.
+pub type Records<'a, D> = std::vec::Drain<'a, D>;
+
+/// An event stream with a key for every record, ready for keyed processing.
+pub struct KeyedStream<'scope, K, D: 'static> {
+    stream: EventStream<'scope, D>,
+    key_of: Rc<dyn Fn(&D) -> K>,
+}
+
+/// Keys an event stream: `stream.key_by(|r| r.user.clone())`.
+pub trait KeyBy<'scope, D: 'static> {
+    /// Gives every record the key `key_of` computes; records of one key are processed together,
+    /// on one worker.
+    fn key_by<K>(self, key_of: impl Fn(&D) -> K + 'static) -> KeyedStream<'scope, K, D>;
+}
+
+impl<'scope, D: 'static> KeyBy<'scope, D> for EventStream<'scope, D> {
+    fn key_by<K>(self, key_of: impl Fn(&D) -> K + 'static) -> KeyedStream<'scope, K, D> {
+        KeyedStream { stream: self, key_of: Rc::new(key_of) }
+    }
+}
+
+/// The outputs of [`KeyedStream::process_with_state`].
+pub struct Processed<'scope, O: 'static, D: 'static> {
+    /// What the function emitted, each with the event time of the call that produced it. Its
+    /// `late` side is empty: outputs are never late downstream.
+    pub output: EventStream<'scope, O>,
+    /// Input records dropped as late (at their source, or behind this operator's watermark),
+    /// each once, naming this operator.
+    pub late: StreamVec<'scope, EventTime, LateRecord<D>>,
+}
+
+/// One keyed input record on its way to the worker that owns its key: (event time, key hash,
+/// key, record).
+type Keyed<K, D> = (EventTime, u64, K, D);
+type Timed<'scope, D> = StreamVec<'scope, EventTime, D>;
+
+impl<'scope, K, D> KeyedStream<'scope, K, D>
+where
+    K: StateKey + ExchangeData,
+    D: ExchangeData + Ord,
+{
+    /// Calls `function(key, records, state, out)` per key and event time, and on the key's timers
+    /// and timeouts; see the [module documentation](self) for ordering, timers and late records.
+    ///
+    /// The state of each key (`S`) lives in the store of the context's state backend. Fails at
+    /// build time if the store cannot be opened (e.g. an unusable RocksDB directory).
+    pub fn process_with_state<S, O, F>(
+        self,
+        ctx: &QueryContext,
+        name: &str,
+        function: F,
+    ) -> Result<Processed<'scope, O, D>, BuildError>
+    where
+        S: StateValue,
+        O: Clone + 'static,
+        F: FnMut(&K, Records<'_, D>, &mut KeyedState<S>, &mut Vec<O>) + 'static,
+    {
+        if name.is_empty() {
+            return Err(BuildError::invalid(
+                "keyed state operator name",
+                "the name is empty",
+                "name the operator: it labels its metrics, late records and state directory",
+            ));
+        }
+        let scope = self.stream.records.scope();
+        let store = ctx.state_backend().open::<K, S>(ctx.id(), name, scope.index()).map_err(|error| {
+            BuildError::invalid(
+                format!("state backend of operator {name}"),
+                error.to_string(),
+                "check that the state directory is writable, or use the memory backend",
+            )
+        })?;
+        let metrics = ctx.metrics().operator(name);
+        let (keyed, operator_late) = key_records(self.stream.records, name, self.key_of, &metrics);
+        let records = operator::process(keyed, ctx, name, store, function, metrics.clone());
+        let late = relabel_late(self.stream.late, name, metrics).concat(operator_late);
+        Ok(Processed { output: EventStream { records, late: empty(scope) }, late })
+    }
+}
+
+/// Stage 1, on the worker that read each batch: splits off records late for this operator and
+/// computes each on-time record's key and key hash (stage 2 exchanges records by that hash).
+fn key_records<'scope, K: ExchangeData + std::hash::Hash, D: ExchangeData>(
+    records: StreamVec<'scope, EventTime, Event<D>>,
+    name: &str,
+    key_of: Rc<dyn Fn(&D) -> K>,
+    metrics: &std::sync::Arc<OperatorMetrics>,
+) -> (Timed<'scope, Keyed<K, D>>, Timed<'scope, LateRecord<D>>) {
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+    use timely::dataflow::operators::generic::OutputBuilder;
+
+    let mut builder = OperatorBuilder::new(format!("{name}/key"), records.scope());
+    let mut input = builder.new_input(records, Pipeline);
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (keyed_out, keyed) = builder.new_output::<Vec<Keyed<K, D>>>();
+    let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
+    let mut keyed_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<Keyed<K, D>>>> =
+        OutputBuilder::from(keyed_out);
+    let mut late_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<LateRecord<D>>>> =
+        OutputBuilder::from(late_out);
+    let name = name.to_string();
+    let metrics = metrics.clone();
+    builder.build(move |_capabilities| {
+        let mut keyed_batch: Vec<Keyed<K, D>> = Vec::new();
+        let mut late_batch: Vec<LateRecord<D>> = Vec::new();
+        move |_frontiers| {
+            let mut keyed_handle = keyed_out.activate();
+            let mut late_handle = late_out.activate();
+            let (mut rows_in, mut late_rows) = (0u64, 0u64);
+            input.for_each_time(|cap, data| {
+                let stamp = *cap.time();
+                for batch in data {
+                    rows_in += batch.len() as u64;
+                    for event in batch.drain(..) {
+                        if event.time < stamp {
+                            late_batch.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
+                        } else {
+                            let key = key_of(&event.data);
+                            let hash = FxBuildHasher.hash_one(&key);
+                            keyed_batch.push((event.time, hash, key, event.data));
+                        }
+                    }
+                }
+                if !keyed_batch.is_empty() {
+                    keyed_handle.session(&cap).give_container(&mut keyed_batch);
+                    keyed_batch.clear();
+                }
+                if !late_batch.is_empty() {
+                    late_rows += late_batch.len() as u64;
+                    late_handle.session(&cap).give_container(&mut late_batch);
+                    late_batch.clear();
+                }
+            });
+            OperatorMetrics::add(&metrics.rows_in, rows_in);
+            OperatorMetrics::add(&metrics.late_rows, late_rows);
+        }
+    });
+    (keyed, late)
+}
