@@ -19,39 +19,29 @@ const KEYS: u64 = 100_000;
 const EVENT_RATE: u64 = 1_000_000;
 const WITHIN: Duration = Duration::from_millis(50);
 const SKEW: Duration = Duration::from_millis(5);
-const START_MS: u64 = 1_700_000_000_000;
 
 /// A fixed, well-mixed key per row number (splitmix64).
 fn key_of(value: u64) -> u64 {
-    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % KEYS
+    common::scrambled_key(value, KEYS)
 }
 
 /// Runs the job; returns the number of rows that passed.
 fn run(rows: u64, workers: usize) -> u64 {
     let passed = Arc::new(AtomicU64::new(0));
     let p = passed.clone();
-    let handle = Query::new("bench-dedup")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = RateSource::new(EVENT_RATE)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(rows)
-                .max_skew(SKEW)
-                .start_time(EventTime::from_millis(START_MS))
-                .events(scope, ctx, WatermarkOptions::with_delay(SKEW));
-            let unique = events.dedup(ctx, "dedup", |row: &RateRow| key_of(row.value), WITHIN)?;
-            let p = p.clone();
-            unique.records.inspect_batch(move |_, batch| {
-                p.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
+    common::run_to_end(Query::new("bench-dedup").workers(workers), move |scope, ctx| {
+        let events = common::rate_source(EVENT_RATE, workers, rows).max_skew(SKEW).events(
+            scope,
+            ctx,
+            WatermarkOptions::with_delay(SKEW),
+        );
+        let unique = events.dedup(ctx, "dedup", |row: &RateRow| key_of(row.value), WITHIN)?;
+        let p = p.clone();
+        unique.records.inspect_batch(move |_, batch| {
+            p.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        });
+        Ok(())
+    });
     passed.load(Ordering::Relaxed)
 }
 

@@ -19,7 +19,6 @@ use weir::prelude::*;
 const KEYS: u64 = 1_000;
 const EVENT_RATE: u64 = 100_000;
 const WINDOW_MS: u64 = 10_000;
-const START_MS: u64 = 1_700_000_000_000;
 /// Users come from a domain of 2^40 values.
 const USER_BITS: u32 = 40;
 
@@ -43,40 +42,35 @@ fn run(rows: u64, workers: usize, counting: Counting) -> (u64, u64) {
     let emitted = Arc::new(AtomicU64::new(0));
     let total = Arc::new(AtomicU64::new(0));
     let (emitted_in, total_in) = (emitted.clone(), total.clone());
-    let handle = Query::new("bench-distinct")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = RateSource::new(EVENT_RATE)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(rows)
-                .start_time(EventTime::from_millis(START_MS))
-                .events(scope, ctx, WatermarkOptions::with_delay(Duration::ZERO));
-            let windowing = Windowing::tumbling(Duration::from_millis(WINDOW_MS));
-            let key = |row: &RateRow| row.value % KEYS;
-            let out = match counting {
-                Counting::Exact => events.window_aggregate(
-                    ctx,
-                    "distinct",
-                    windowing,
-                    OutputMode::Append,
-                    key,
-                    CountDistinct::new(user_of),
-                )?,
-                Counting::Approx => {
-                    let approx = ApproxCountDistinct::new(user_of).rsd(0.05)?;
-                    events.window_aggregate(ctx, "distinct", windowing, OutputMode::Append, key, approx)?
-                }
-            };
-            let (emitted, total) = (emitted_in.clone(), total_in.clone());
-            out.results.inspect_batch(move |_, batch| {
-                emitted.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                total.fetch_add(batch.iter().map(|r| r.value).sum::<u64>(), Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
+    common::run_to_end(Query::new("bench-distinct").workers(workers), move |scope, ctx| {
+        let events = common::rate_source(EVENT_RATE, workers, rows).events(
+            scope,
+            ctx,
+            WatermarkOptions::with_delay(Duration::ZERO),
+        );
+        let windowing = Windowing::tumbling(Duration::from_millis(WINDOW_MS));
+        let key = |row: &RateRow| row.value % KEYS;
+        let out = match counting {
+            Counting::Exact => events.window_aggregate(
+                ctx,
+                "distinct",
+                windowing,
+                OutputMode::Append,
+                key,
+                CountDistinct::new(user_of),
+            )?,
+            Counting::Approx => {
+                let approx = ApproxCountDistinct::new(user_of).rsd(0.05)?;
+                events.window_aggregate(ctx, "distinct", windowing, OutputMode::Append, key, approx)?
+            }
+        };
+        let (emitted, total) = (emitted_in.clone(), total_in.clone());
+        out.results.inspect_batch(move |_, batch| {
+            emitted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            total.fetch_add(batch.iter().map(|r| r.value).sum::<u64>(), Ordering::Relaxed);
+        });
+        Ok(())
+    });
     (emitted.load(Ordering::Relaxed), total.load(Ordering::Relaxed))
 }
 

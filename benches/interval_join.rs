@@ -15,7 +15,6 @@ use std::time::Duration;
 use timely::dataflow::operators::Inspect;
 use weir::prelude::*;
 
-const START_MS: u64 = 1_700_000_000_000;
 /// Left rows per second of event time: 1,000 rows per millisecond.
 const LEFT_RATE: u64 = 1_000_000;
 
@@ -24,45 +23,31 @@ const LEFT_RATE: u64 = 1_000_000;
 fn run(left_rows: u64, fan_out: u64, join_type: JoinType, workers: usize) -> u64 {
     let joined = Arc::new(AtomicU64::new(0));
     let sink = joined.clone();
-    let handle = Query::new("bench-interval-join")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let options = WatermarkOptions::with_delay(Duration::ZERO);
-            let start = EventTime::from_millis(START_MS);
-            let left = RateSource::new(LEFT_RATE)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(left_rows)
-                .start_time(start)
-                .events(scope, ctx, options.clone());
-            // The right side has `fan_out` times the rate (and partitions, so that both sides
-            // advance through event time at the same pace; one more, so that the two sources'
-            // names in progress reports differ even at 1:1): right row `w` has the same
-            // millisecond as left row `w / fan_out`, whose key it carries.
-            let right = RateSource::new(LEFT_RATE * fan_out)
-                .num_partitions(workers * fan_out as usize + 1)
-                .unthrottled()
-                .row_limit(left_rows * fan_out)
-                .start_time(start)
-                .events(scope, ctx, options);
-            let out = left.join_interval(
-                ctx,
-                "interval-join",
-                right,
-                |row: &RateRow| row.value,
-                move |row: &RateRow| row.value / fan_out,
-                TimeOffset::from_millis(-5),
-                TimeOffset::from_millis(5),
-                join_type,
-            )?;
-            let sink = sink.clone();
-            out.rows.records.inspect_batch(move |_, batch| {
-                sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
+    common::run_to_end(Query::new("bench-interval-join").workers(workers), move |scope, ctx| {
+        let options = WatermarkOptions::with_delay(Duration::ZERO);
+        let left = common::rate_source(LEFT_RATE, workers, left_rows).events(scope, ctx, options.clone());
+        // The right side has `fan_out` times the rate (and partitions, so that both sides
+        // advance through event time at the same pace; one more, so that the two sources'
+        // names in progress reports differ even at 1:1): right row `w` has the same
+        // millisecond as left row `w / fan_out`, whose key it carries.
+        let right = common::rate_source(LEFT_RATE * fan_out, workers * fan_out as usize + 1, left_rows * fan_out)
+            .events(scope, ctx, options);
+        let out = left.join_interval(
+            ctx,
+            "interval-join",
+            right,
+            |row: &RateRow| row.value,
+            move |row: &RateRow| row.value / fan_out,
+            TimeOffset::from_millis(-5),
+            TimeOffset::from_millis(5),
+            join_type,
+        )?;
+        let sink = sink.clone();
+        out.rows.records.inspect_batch(move |_, batch| {
+            sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        });
+        Ok(())
+    });
     joined.load(Ordering::Relaxed)
 }
 

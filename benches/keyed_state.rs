@@ -21,7 +21,6 @@ use weir_runtime::state::RocksDbOptions;
 const KEYS: u64 = 100_000;
 /// 1 M rows per second of event time.
 const EVENT_RATE: u64 = 1_000_000;
-const START_MS: u64 = 1_700_000_000_000;
 
 /// The same count by hand: one hash-map update and one output per row.
 fn hand_written(rows: u64) -> u64 {
@@ -39,36 +38,30 @@ fn hand_written(rows: u64) -> u64 {
 fn weir(rows: u64, workers: usize, backend: StateBackend) -> u64 {
     let emitted = Arc::new(AtomicU64::new(0));
     let sink = emitted.clone();
-    let handle = Query::new("bench-keyed-state")
-        .workers(workers)
-        .state_backend(backend)
-        .start(move |scope, ctx| {
-            let events = RateSource::new(EVENT_RATE)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(rows)
-                .start_time(EventTime::from_millis(START_MS))
-                .events(scope, ctx, WatermarkOptions::with_delay(Duration::ZERO));
-            let counts = events.key_by(|row: &RateRow| row.value % KEYS).process_with_state(
-                ctx,
-                "running-count",
-                |key: &u64, rows, state: &mut KeyedState<u64>, out: &mut Vec<(u64, u64)>| {
-                    let mut count = state.get().copied().unwrap_or(0);
-                    for _ in rows {
-                        count += 1;
-                        out.push((*key, count));
-                    }
-                    state.update(count);
-                },
-            )?;
-            let sink = sink.clone();
-            counts.output.records.inspect_batch(move |_, batch| {
-                sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
+    common::run_to_end(Query::new("bench-keyed-state").workers(workers).state_backend(backend), move |scope, ctx| {
+        let events = common::rate_source(EVENT_RATE, workers, rows).events(
+            scope,
+            ctx,
+            WatermarkOptions::with_delay(Duration::ZERO),
+        );
+        let counts = events.key_by(|row: &RateRow| row.value % KEYS).process_with_state(
+            ctx,
+            "running-count",
+            |key: &u64, rows, state: &mut KeyedState<u64>, out: &mut Vec<(u64, u64)>| {
+                let mut count = state.get().copied().unwrap_or(0);
+                for _ in rows {
+                    count += 1;
+                    out.push((*key, count));
+                }
+                state.update(count);
+            },
+        )?;
+        let sink = sink.clone();
+        counts.output.records.inspect_batch(move |_, batch| {
+            sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        });
+        Ok(())
+    });
     emitted.load(Ordering::Relaxed)
 }
 

@@ -14,36 +14,30 @@ use timely::dataflow::operators::Inspect;
 use weir::prelude::*;
 
 const TABLE_ROWS: u64 = 10_000;
-const START_MS: u64 = 1_700_000_000_000;
 
 fn run(rows: u64, workers: usize) -> u64 {
     let joined = Arc::new(AtomicU64::new(0));
     let sink = joined.clone();
     let table = LookupTable::from_rows("bench table", (0..TABLE_ROWS).map(|k| (k, k * 2)).collect::<Vec<_>>());
-    let handle = Query::new("bench-lookup-join")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = RateSource::new(1_000_000)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(rows)
-                .start_time(EventTime::from_millis(START_MS))
-                .events(scope, ctx, WatermarkOptions::with_delay(Duration::ZERO));
-            let out = events.lookup_join(
-                ctx,
-                "lookup",
-                table.clone(),
-                |row: &RateRow| row.value % TABLE_ROWS,
-                LookupJoinType::Inner,
-            )?;
-            let sink = sink.clone();
-            out.records.inspect_batch(move |_, batch| {
-                sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
+    common::run_to_end(Query::new("bench-lookup-join").workers(workers), move |scope, ctx| {
+        let events = common::rate_source(1_000_000, workers, rows).events(
+            scope,
+            ctx,
+            WatermarkOptions::with_delay(Duration::ZERO),
+        );
+        let out = events.lookup_join(
+            ctx,
+            "lookup",
+            table.clone(),
+            |row: &RateRow| row.value % TABLE_ROWS,
+            LookupJoinType::Inner,
+        )?;
+        let sink = sink.clone();
+        out.records.inspect_batch(move |_, batch| {
+            sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        });
+        Ok(())
+    });
     joined.load(Ordering::Relaxed)
 }
 

@@ -19,14 +19,10 @@ const KEYS: u64 = 10_000;
 const EVENT_RATE: u64 = 1_000_000;
 const GAP: Duration = Duration::from_millis(10);
 const SKEW: Duration = Duration::from_millis(5);
-const START_MS: u64 = 1_700_000_000_000;
 
 /// A fixed, well-mixed key per row number (splitmix64).
 fn key_of(value: u64) -> u64 {
-    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % KEYS
+    common::scrambled_key(value, KEYS)
 }
 
 /// Runs the job; returns (sessions emitted, rows counted in them).
@@ -34,27 +30,20 @@ fn run(rows: u64, workers: usize) -> (u64, u64) {
     let sessions = Arc::new(AtomicU64::new(0));
     let counted = Arc::new(AtomicU64::new(0));
     let (s, c) = (sessions.clone(), counted.clone());
-    let handle = Query::new("bench-session")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = RateSource::new(EVENT_RATE)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(rows)
-                .max_skew(SKEW)
-                .start_time(EventTime::from_millis(START_MS))
-                .events(scope, ctx, WatermarkOptions::with_delay(SKEW));
-            let out =
-                events.session_count(ctx, "sessions", GAP, OutputMode::Append, |row: &RateRow| key_of(row.value))?;
-            let (s, c) = (s.clone(), c.clone());
-            out.results.inspect_batch(move |_, batch| {
-                s.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                c.fetch_add(batch.iter().map(|r| r.value).sum(), Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
+    common::run_to_end(Query::new("bench-session").workers(workers), move |scope, ctx| {
+        let events = common::rate_source(EVENT_RATE, workers, rows).max_skew(SKEW).events(
+            scope,
+            ctx,
+            WatermarkOptions::with_delay(SKEW),
+        );
+        let out = events.session_count(ctx, "sessions", GAP, OutputMode::Append, |row: &RateRow| key_of(row.value))?;
+        let (s, c) = (s.clone(), c.clone());
+        out.results.inspect_batch(move |_, batch| {
+            s.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            c.fetch_add(batch.iter().map(|r| r.value).sum(), Ordering::Relaxed);
+        });
+        Ok(())
+    });
     (sessions.load(Ordering::Relaxed), counted.load(Ordering::Relaxed))
 }
 

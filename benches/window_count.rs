@@ -9,28 +9,28 @@ use std::collections::hash_map::Entry;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use timely::dataflow::operators::Inspect;
 use weir::prelude::*;
+
+mod common;
 
 const KEYS: u64 = 1_000;
 /// Event-time rate of the generated rows: 1 M rows per second of event time, so a 10 s window
 /// holds 10 M rows and a run spans a handful of windows.
 const EVENT_RATE: u64 = 1_000_000;
 const WINDOW_MS: u64 = 10_000;
-const START_MS: u64 = 1_700_000_000_000;
 
 /// The same job by hand: generate rows, assign each to its 10 s window, count per (window, key),
 /// and emit each window when the (in-order) stream passes its end.
-fn hand_written(rows: u64) -> (Duration, u64) {
-    let started = Instant::now();
+fn hand_written(rows: u64) -> u64 {
     let mut counts: FxHashMap<(u64, u64), u64> = FxHashMap::default();
     let mut open_window = 0;
     let mut emitted = 0u64;
     for value in 0..rows {
-        let timestamp = START_MS + value * 1000 / EVENT_RATE;
+        let timestamp = common::START_MS + value * 1000 / EVENT_RATE;
         let window = timestamp - timestamp % WINDOW_MS;
         if window != open_window {
             for (_, count) in counts.drain() {
@@ -47,38 +47,32 @@ fn hand_written(rows: u64) -> (Duration, u64) {
         }
     }
     emitted += counts.drain().count() as u64;
-    (started.elapsed(), emitted)
+    emitted
 }
 
-fn weir(rows: u64, workers: usize) -> (Duration, u64) {
+fn weir(rows: u64, workers: usize) -> u64 {
     let emitted = Arc::new(AtomicU64::new(0));
     let sink = emitted.clone();
-    let started = Instant::now();
-    let handle = Query::new("bench-window-count")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = RateSource::new(EVENT_RATE)
-                .num_partitions(workers)
-                .unthrottled()
-                .row_limit(rows)
-                .start_time(EventTime::from_millis(START_MS))
-                .events(scope, ctx, WatermarkOptions::with_delay(Duration::ZERO));
-            let counts = events.window_count(
-                ctx,
-                "count",
-                Windowing::tumbling(Duration::from_millis(WINDOW_MS)),
-                OutputMode::Append,
-                |row: &RateRow| row.value % KEYS,
-            )?;
-            let sink = sink.clone();
-            counts.results.inspect_batch(move |_, batch| {
-                sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            });
-            Ok(())
-        })
-        .expect("the bench dataflow builds");
-    handle.await_termination(None).expect("the bench query runs");
-    (started.elapsed(), emitted.load(Ordering::Relaxed))
+    common::run_to_end(Query::new("bench-window-count").workers(workers), move |scope, ctx| {
+        let events = common::rate_source(EVENT_RATE, workers, rows).events(
+            scope,
+            ctx,
+            WatermarkOptions::with_delay(Duration::ZERO),
+        );
+        let counts = events.window_count(
+            ctx,
+            "count",
+            Windowing::tumbling(Duration::from_millis(WINDOW_MS)),
+            OutputMode::Append,
+            |row: &RateRow| row.value % KEYS,
+        )?;
+        let sink = sink.clone();
+        counts.results.inspect_batch(move |_, batch| {
+            sink.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        });
+        Ok(())
+    });
+    emitted.load(Ordering::Relaxed)
 }
 
 fn per_second(rows: u64, elapsed: Duration) -> f64 {
@@ -86,27 +80,21 @@ fn per_second(rows: u64, elapsed: Duration) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        println!("window_count: bench");
+    if common::listing("window_count") {
         return;
     }
-    let rows: u64 = std::env::var("WEIR_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000_000);
+    let rows = common::rows(40_000_000);
     let expected_groups = rows.div_ceil(EVENT_RATE * WINDOW_MS / 1000) * KEYS;
 
     // Warm up and take the best of three for each configuration.
-    let best = |f: &dyn Fn() -> (Duration, u64)| (0..3).map(|_| f()).min_by_key(|(d, _)| *d).unwrap();
-
-    let (loop_time, loop_groups) = best(&|| hand_written(rows));
+    let (loop_time, loop_groups) = common::best_of_three(|| hand_written(rows));
     assert_eq!(loop_groups, expected_groups, "hand-written loop emitted the wrong number of groups");
     let loop_rate = per_second(rows, loop_time);
-    println!(
-        "window_count rows={rows} keys={KEYS} window=10s machine_cores={}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("window_count rows={rows} keys={KEYS} window=10s {}", common::machine());
     println!("  hand-written loop (1 thread): {:>8.2} M records/s", loop_rate / 1e6);
 
     for workers in [1usize, 2] {
-        let (time, groups) = best(&|| weir(rows, workers));
+        let (time, groups) = common::best_of_three(|| weir(rows, workers));
         assert_eq!(groups, expected_groups, "weir emitted the wrong number of groups with {workers} workers");
         let per_worker = per_second(rows, time) / workers as f64;
         println!(

@@ -10,7 +10,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_weir");
+mod support;
+use support::{
+    check, iso, late_line, late_lines, parse_lines, tempdir, ts_of, write_lines, Arrival, PartitionClock, BINARY,
+};
 
 struct Case {
     lines: Vec<Value>,
@@ -44,25 +47,15 @@ fn random_case(seed: u64) -> Case {
     Case { lines, window, slide, delay }
 }
 
-fn iso(ms: i64) -> String {
-    weir::runtime::time::EventTime::from_millis(ms as u64).to_iso8601()
-}
-
-fn ts_of(line: &Value) -> i64 {
-    weir::runtime::time::EventTime::from_json(&line["ts"]).unwrap().as_millis() as i64
-}
-
 /// The batch computation: lateness by the definition, then windows over the on-time records.
 fn oracle(case: &Case) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut max: Option<i64> = None;
+    let mut clock = PartitionClock::new(case.delay as u64);
     let mut counts: BTreeMap<(i64, String), u64> = BTreeMap::new();
     let mut late = BTreeSet::new();
     for line in &case.lines {
         let ts = ts_of(line);
-        let watermark = max.map(|m| m - case.delay);
-        max = Some(max.map_or(ts, |m| m.max(ts)));
-        if let Some(w) = watermark.filter(|w| ts < *w) {
-            late.insert(json!({"ts": ts, "watermark": w, "record": line}).to_string());
+        if let Arrival::Late { watermark } = clock.arrive(ts as u64) {
+            late.insert(late_line(ts, watermark, line));
             continue;
         }
         let key = line["key"].to_string();
@@ -84,8 +77,7 @@ fn oracle(case: &Case) -> (BTreeSet<String>, BTreeSet<String>) {
 
 fn write_input(dir: &Path, case: &Case) -> PathBuf {
     let path = dir.join("events.jsonl");
-    let text: String = case.lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&path, text).unwrap();
+    write_lines(&path, &case.lines);
     path
 }
 
@@ -116,15 +108,6 @@ fn job_args(input: &Path, case: &Case, output: &Path, late: &Path) -> Vec<String
     args
 }
 
-fn check(output: &Output) {
-    assert!(
-        output.status.success(),
-        "weir failed: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 fn read_windows(path: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let lines: Vec<String> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap().to_string()).collect();
@@ -134,19 +117,7 @@ fn read_windows(path: &Path) -> BTreeSet<String> {
 }
 
 fn read_late(path: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["operator"], "window-count");
-            assert_eq!(
-                v["lateness_ms"].as_i64().unwrap(),
-                v["watermark"].as_i64().unwrap() - v["event_time"].as_i64().unwrap()
-            );
-            json!({"ts": v["event_time"], "watermark": v["watermark"], "record": v["record"]}).to_string()
-        })
-        .collect()
+    late_lines(path, "window-count").into_iter().collect()
 }
 
 #[test]
@@ -287,8 +258,7 @@ fn rate_source_job_runs_bounded_and_reports_progress() {
         .output()
         .unwrap();
     check(&output);
-    let rows: Vec<Value> =
-        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows = parse_lines(&String::from_utf8_lossy(&output.stdout));
     // 50,000 rows at 10,000 rows/s of event time span 5 s (6 windows, as the start is not aligned);
     // value % 4 spreads every window evenly over the 4 keys, and full windows hold 2,500 per key.
     let total: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
@@ -304,8 +274,7 @@ fn rate_source_job_runs_bounded_and_reports_progress() {
     }
     let inner: Vec<&Vec<u64>> = per_window.values().skip(1).take(per_window.len() - 2).collect();
     assert!(inner.iter().all(|c| c.iter().all(|n| *n == 2_500)), "{rows:?}");
-    let reports: Vec<Value> =
-        std::fs::read_to_string(&progress).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reports = parse_lines(&std::fs::read_to_string(&progress).unwrap());
     assert!(!reports.is_empty());
     let input_rows: u64 = reports.iter().map(|r| r["numInputRows"].as_u64().unwrap()).sum();
     assert_eq!(input_rows, 50_000, "progress reports must account for every row read");
@@ -329,12 +298,6 @@ fn window_count(input: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn throttled_rate_job_runs_for_the_given_seconds_and_stops_gracefully() {
     let started = std::time::Instant::now();
@@ -346,8 +309,7 @@ fn throttled_rate_job_runs_for_the_given_seconds_and_stops_gracefully() {
     check(&output);
     let elapsed = started.elapsed();
     assert!(elapsed >= std::time::Duration::from_secs(3), "stopped after {elapsed:?}, before --seconds 3.5");
-    let rows: Vec<Value> =
-        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows = parse_lines(&String::from_utf8_lossy(&output.stdout));
     // 2,000 rows/s over 5 keys: a full 1 s window holds 400 rows per key.
     let full = rows.iter().filter(|r| r["count"] == 400).count();
     assert!(full >= 5, "expected at least one full window of 5 keys, got {rows:?}");

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_weir");
+mod support;
+use support::{check, iso, late_line, late_lines, tempdir, ts_of, weir, write_lines, Arrival, PartitionClock};
 
 struct Case {
     lines: Vec<Value>,
@@ -63,14 +63,6 @@ fn random_case(seed: u64, records: std::ops::Range<usize>, step: i64, users: u64
     Case { lines, window, slide, delay, keyed: rng.random_bool(0.7) }
 }
 
-fn iso(ms: i64) -> String {
-    weir::runtime::time::EventTime::from_millis(ms as u64).to_iso8601()
-}
-
-fn ts_of(line: &Value) -> i64 {
-    weir::runtime::time::EventTime::from_json(&line["ts"]).unwrap().as_millis() as i64
-}
-
 fn text_of(line: &Value, field: &str) -> String {
     line.get(field).map_or_else(|| "null".to_string(), Value::to_string)
 }
@@ -79,16 +71,14 @@ fn text_of(line: &Value, field: &str) -> String {
 /// the max time seen before it minus the delay), then the distinct `user` texts per window and key.
 /// Also returns how often a value came again within its group (so that distinctness mattered).
 fn oracle(case: &Case) -> (BTreeMap<Group, BTreeSet<String>>, BTreeSet<String>, usize) {
-    let mut max: Option<i64> = None;
+    let mut clock = PartitionClock::new(case.delay as u64);
     let mut groups: BTreeMap<Group, BTreeSet<String>> = BTreeMap::new();
     let mut late = BTreeSet::new();
     let mut repeats = 0;
     for line in &case.lines {
         let ts = ts_of(line);
-        let watermark = max.map(|m| m - case.delay);
-        max = Some(max.map_or(ts, |m| m.max(ts)));
-        if let Some(w) = watermark.filter(|w| ts < *w) {
-            late.insert(json!({"ts": ts, "watermark": w, "record": line}).to_string());
+        if let Arrival::Late { watermark } = clock.arrive(ts as u64) {
+            late.insert(late_line(ts, watermark, line));
             continue;
         }
         let key = if case.keyed { text_of(line, "key") } else { "null".to_string() };
@@ -104,8 +94,7 @@ fn oracle(case: &Case) -> (BTreeMap<Group, BTreeSet<String>>, BTreeSet<String>, 
 
 fn write_input(dir: &Path, case: &Case) -> PathBuf {
     let path = dir.join("events.jsonl");
-    let text: String = case.lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&path, text).unwrap();
+    write_lines(&path, &case.lines);
     path
 }
 
@@ -127,15 +116,6 @@ fn job_args(input: &Path, case: &Case, output: &Path, late: &Path, workers: usiz
     args
 }
 
-fn check(output: &Output) {
-    assert!(
-        output.status.success(),
-        "weir failed: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// The result lines as (group → count); panics if a group appears twice (append mode).
 fn read_counts(path: &Path) -> BTreeMap<Group, u64> {
     let mut counts = BTreeMap::new();
@@ -150,19 +130,7 @@ fn read_counts(path: &Path) -> BTreeMap<Group, u64> {
 }
 
 fn read_late(path: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["operator"], "distinct-count");
-            assert_eq!(
-                v["lateness_ms"].as_i64().unwrap(),
-                v["watermark"].as_i64().unwrap() - v["event_time"].as_i64().unwrap()
-            );
-            json!({"ts": v["event_time"], "watermark": v["watermark"], "record": v["record"]}).to_string()
-        })
-        .collect()
+    late_lines(path, "distinct-count").into_iter().collect()
 }
 
 /// Runs the job with 1 and 2 workers; checks the late records exactly and returns both outputs.
@@ -171,7 +139,7 @@ fn run_both(dir: &Path, case: &Case, extra: &[&str], label: &str) -> [BTreeMap<G
     let input = write_input(dir, case);
     [1, 2].map(|workers| {
         let (out, late) = (dir.join("out.jsonl"), dir.join("late.jsonl"));
-        check(&Command::new(BINARY).args(job_args(&input, case, &out, &late, workers, extra)).output().unwrap());
+        check(&weir(job_args(&input, case, &out, &late, workers, extra)));
         assert_eq!(read_late(&late), expected_late, "{label}, {workers} workers: late records differ");
         read_counts(&out)
     })
@@ -192,7 +160,7 @@ fn check_approx(label: &str, got: &[BTreeMap<Group, u64>; 2], groups: &BTreeMap<
 
 #[test]
 fn exact_distinct_count_matches_the_oracle_with_one_and_two_workers() {
-    let dir = tempdir("exact");
+    let dir = tempdir("distinct-exact");
     let (mut late_seen, mut repeats) = (0, 0);
     for seed in 0..12 {
         let case = random_case(seed, 50..400, 800, 25);
@@ -211,7 +179,7 @@ fn exact_distinct_count_matches_the_oracle_with_one_and_two_workers() {
 
 #[test]
 fn approx_distinct_count_is_within_the_error_bound() {
-    let dir = tempdir("approx");
+    let dir = tempdir("distinct-approx");
     // Small groups: exact or off by one, default rsd.
     for seed in 100..106 {
         let case = random_case(seed, 50..400, 800, 25);
@@ -239,7 +207,7 @@ fn approx_distinct_count_is_within_the_error_bound() {
 
 #[test]
 fn invalid_flags_are_rejected_with_a_reason() {
-    let dir = tempdir("flags");
+    let dir = tempdir("distinct-flags");
     let case = random_case(1, 5..10, 800, 5);
     let input = write_input(&dir, &case);
     let (out, late) = (dir.join("out.jsonl"), dir.join("late.jsonl"));
@@ -250,15 +218,9 @@ fn invalid_flags_are_rejected_with_a_reason() {
         (vec!["--approx", "--precision", "19"], "precision"),
         (vec!["--approx", "--precision", "9", "--rsd", "0.05"], "--rsd"),
     ] {
-        let output = Command::new(BINARY).args(job_args(&input, &case, &out, &late, 1, &extra)).output().unwrap();
+        let output = weir(job_args(&input, &case, &out, &late, 1, &extra));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{extra:?} was accepted");
         assert!(stderr.contains(mention), "{extra:?}: the error should mention {mention}: {stderr}");
     }
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-cli-distinct-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -11,16 +11,16 @@
 //!   line text), where a pair's time is the later of its two records' and an unmatched (padded,
 //!   semi or anti) row's time is its record's; the late file is sorted by (watermark, line text).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use weir::prelude::JoinType;
-use weir::runtime::time::EventTime;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_weir");
+mod support;
+use support::{check, iso, parse_lines, tempdir, weir, write_lines, Arrival, PartitionClock, BINARY};
 
 /// One side's records as written, with their event times.
 struct SideInput {
@@ -35,10 +35,6 @@ struct Case {
     /// `None`: `--unbounded`.
     bounds: Option<(i64, i64)>,
     join_type: JoinType,
-}
-
-fn iso(ms: i64) -> String {
-    EventTime::from_millis(ms as u64).to_iso8601()
 }
 
 /// Random records: time moves forward with jitter backwards; keys are strings, numbers, the string
@@ -88,10 +84,10 @@ fn key(line: &Value, field: &str) -> Option<String> {
 /// Splits a side into on-time indices and late lines (as the job writes them, before sorting).
 fn lateness(input: &SideInput, side: &str) -> (Vec<usize>, Vec<(i64, String)>) {
     let (mut on_time, mut late) = (Vec::new(), Vec::new());
-    let mut max: Option<i64> = None;
+    let mut clock = PartitionClock::new(input.delay as u64);
     for (i, &ts) in input.times.iter().enumerate() {
-        let watermark = max.map_or(0, |m| m - input.delay);
-        if ts < watermark {
+        if let Arrival::Late { watermark } = clock.arrive(ts as u64) {
+            let watermark = watermark as i64;
             let line = json!({
                 "record": input.lines[i],
                 "event_time": ts,
@@ -104,7 +100,6 @@ fn lateness(input: &SideInput, side: &str) -> (Vec<usize>, Vec<(i64, String)>) {
         } else {
             on_time.push(i);
         }
-        max = Some(max.map_or(ts, |m| m.max(ts)));
     }
     (on_time, late)
 }
@@ -157,25 +152,6 @@ fn oracle(case: &Case) -> (String, String) {
     (text(rows), text(late))
 }
 
-fn write_lines(path: &Path, lines: &[Value]) {
-    std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-}
-
-fn check(output: &Output) {
-    assert!(
-        output.status.success(),
-        "weir failed: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-cli-interval-join-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Writes the case's inputs and returns the job's arguments (without `-w`).
 fn job_args(dir: &Path, case: &Case, out: &Path, late: &Path, equals_sign: bool) -> Vec<String> {
     let (left, right) = (dir.join("left.jsonl"), dir.join("right.jsonl"));
@@ -204,13 +180,13 @@ fn job_args(dir: &Path, case: &Case, out: &Path, late: &Path, equals_sign: bool)
 }
 
 fn run_case(name: &str, seed: u64, case: &Case) {
-    let dir = tempdir(name);
+    let dir = tempdir(&format!("interval-join-{name}"));
     let (expected_rows, expected_late) = oracle(case);
     for workers in [1, 2] {
         let (out, late) = (dir.join("out.jsonl"), dir.join("late.jsonl"));
         let mut args = job_args(&dir, case, &out, &late, seed % 2 == 0);
         args.extend(["-w".into(), workers.to_string()]);
-        check(&Command::new(BINARY).args(&args).output().unwrap());
+        check(&weir(&args));
         let label = format!("seed {seed}, {}, bounds {:?}, {workers} worker(s)", case.join_type, case.bounds);
         let got = std::fs::read_to_string(&out).unwrap();
         if got != expected_rows {
@@ -251,15 +227,14 @@ fn unbounded_join_matches_the_oracle() {
 /// The progress reports show the join's state and its return to 0 once the inputs end.
 #[test]
 fn state_falls_back_to_zero_in_progress_reports() {
-    let dir = tempdir("progress");
+    let dir = tempdir("interval-join-progress");
     let case = random_case(7, JoinType::FullOuter, false);
     let (out, late, progress) = (dir.join("out.jsonl"), dir.join("late.jsonl"), dir.join("progress.jsonl"));
     let mut args = job_args(&dir, &case, &out, &late, false);
     args.extend(["-w", "2", "--progress-interval", "20ms", "--progress-log"].map(String::from));
     args.push(progress.display().to_string());
-    check(&Command::new(BINARY).args(&args).output().unwrap());
-    let reports: Vec<Value> =
-        std::fs::read_to_string(&progress).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    check(&weir(&args));
+    let reports = parse_lines(&std::fs::read_to_string(&progress).unwrap());
     let join = |report: &Value| {
         report["stateOperators"].as_array().unwrap().iter().find(|op| op["operatorName"] == "interval-join").cloned()
     };
@@ -274,7 +249,7 @@ fn state_falls_back_to_zero_in_progress_reports() {
 
 #[test]
 fn stdin_and_stdout_work() {
-    let dir = tempdir("stdin");
+    let dir = tempdir("interval-join-stdin");
     let case = random_case(42, JoinType::LeftOuter, false);
     let (expected, _) = oracle(&case);
     let (out, late) = (dir.join("unused.jsonl"), dir.join("late.jsonl"));
@@ -300,7 +275,7 @@ fn stdin_and_stdout_work() {
 
 #[test]
 fn invalid_jobs_fail_with_clear_messages() {
-    let dir = tempdir("invalid");
+    let dir = tempdir("interval-join-invalid");
     let case = random_case(1, JoinType::Inner, false);
     let (out, late) = (dir.join("out.jsonl"), dir.join("late.jsonl"));
     job_args(&dir, &case, &out, &late, false);

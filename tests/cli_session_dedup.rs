@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_weir");
+mod support;
+use support::{check, iso, late_line, late_lines, parse_lines, tempdir, ts_of, weir, Arrival, PartitionClock, BINARY};
 
 struct Case {
     lines: Vec<Value>,
@@ -53,14 +54,6 @@ fn random_case_of(seed: u64, len: usize) -> Case {
     Case { lines, delay: [0, 1_000, 3_000][rng.random_range(0..3)] }
 }
 
-fn iso(ms: i64) -> String {
-    weir::runtime::time::EventTime::from_millis(ms as u64).to_iso8601()
-}
-
-fn ts_of(line: &Value) -> i64 {
-    weir::runtime::time::EventTime::from_json(&line["ts"]).unwrap().as_millis() as i64
-}
-
 /// The key as the jobs define it: the JSON text of the field, `null` when missing.
 fn key_of(line: &Value) -> String {
     line.get("key").cloned().unwrap_or(Value::Null).to_string()
@@ -69,15 +62,13 @@ fn key_of(line: &Value) -> String {
 /// Lateness by the definition (one file = one partition): the on-time lines with their times,
 /// and the late lines as `{ts, watermark, record}` texts.
 fn split_late(case: &Case) -> (Vec<(i64, &Value)>, Vec<String>) {
-    let mut max: Option<i64> = None;
+    let mut clock = PartitionClock::new(case.delay as u64);
     let (mut on_time, mut late) = (Vec::new(), Vec::new());
     for line in &case.lines {
         let ts = ts_of(line);
-        let watermark = max.map(|m| m - case.delay);
-        max = Some(max.map_or(ts, |m| m.max(ts)));
-        match watermark.filter(|w| ts < *w) {
-            Some(w) => late.push(json!({"ts": ts, "watermark": w, "record": line}).to_string()),
-            None => on_time.push((ts, line)),
+        match clock.arrive(ts as u64) {
+            Arrival::Late { watermark } => late.push(late_line(ts, watermark, line)),
+            Arrival::OnTime { .. } => on_time.push((ts, line)),
         }
     }
     late.sort();
@@ -160,15 +151,6 @@ fn write_input(dir: &Path, case: &Case) -> PathBuf {
     path
 }
 
-fn check(output: &Output) {
-    assert!(
-        output.status.success(),
-        "weir failed: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Every line of a file as written, sorted (duplicates kept).
 fn read_raw_lines(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
@@ -185,31 +167,9 @@ fn read_lines(path: &Path) -> Vec<String> {
 }
 
 fn read_late(path: &Path, operator: &str) -> Vec<String> {
-    let mut late: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["operator"], operator);
-            assert_eq!(
-                v["lateness_ms"].as_i64().unwrap(),
-                v["watermark"].as_i64().unwrap() - v["event_time"].as_i64().unwrap()
-            );
-            json!({"ts": v["event_time"], "watermark": v["watermark"], "record": v["record"]}).to_string()
-        })
-        .collect();
+    let mut late = late_lines(path, operator);
     late.sort();
     late
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn weir(args: &[String]) -> Output {
-    Command::new(BINARY).args(args).output().unwrap()
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -404,8 +364,7 @@ fn state_is_evicted_by_the_end_of_the_run() {
             "2",
         ]));
         check(&weir(&args));
-        let reports: Vec<Value> =
-            std::fs::read_to_string(&progress).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let reports = parse_lines(&std::fs::read_to_string(&progress).unwrap());
         let last = reports.last().expect("a progress report");
         assert_eq!(last["stateOperators"][0]["operatorName"], job[0]);
         assert_eq!(last["stateOperators"][0]["numRowsTotal"], 0, "{}: state held after the run", job[0]);

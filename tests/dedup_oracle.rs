@@ -31,6 +31,9 @@ use weir_runtime::source::event_source_with_batch;
 use weir_runtime::timely::dataflow::operators::vec::{Input, ToStream};
 use weir_runtime::timely::dataflow::operators::{Inspect, Probe};
 
+mod support;
+use support::{check_late_output, memory_events, run_to_end, Arrival, OperatorCounts, PartitionClock};
+
 const BASE: u64 = 1_700_000_000_000;
 const OP: &str = "dedup";
 const WINDOW: &str = "downstream-window";
@@ -89,49 +92,34 @@ fn run(case: &Case, workers: usize) -> Run {
     let late: Shared<LateRecord<Rec>> = Arc::default();
     let windows: Shared<((i64, u32), u64)> = Arc::default();
     let source = MemorySource::new(case.parts.clone());
-    let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-    let (within, batch) = (case.within_ms, case.batch);
+    let (within, batch, delay_ms) = (case.within_ms, case.batch, case.delay_ms);
     let (p, l, w) = (passed.clone(), late.clone(), windows.clone());
-    let handle = Query::new("dedup-oracle")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = event_source_with_batch(
-                scope,
-                ctx,
-                source.clone(),
-                |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                options.clone(),
-                batch,
-            );
-            let unique = match within {
-                Some(ms) => events.dedup(ctx, OP, |r: &Rec| r.key, Duration::from_millis(ms))?,
-                None => events.dedup_unbounded(ctx, OP, |r: &Rec| r.key)?,
-            };
-            let p = p.clone();
-            let records = unique.records.inspect_time(move |t, e| p.lock().unwrap().push((t.as_millis(), e.clone())));
-            let l = l.clone();
-            unique.late.inspect(move |r| l.lock().unwrap().push(r.clone()));
-            // A window downstream, fed only the passed records: none may be late there.
-            let no_late = Vec::<LateRecord<Rec>>::new().to_stream(scope);
-            let counts = EventStream { records, late: no_late }.window_count(
-                ctx,
-                WINDOW,
-                Windowing::tumbling(Duration::from_secs(1)),
-                OutputMode::Append,
-                |r: &Rec| r.key,
-            )?;
-            let w = w.clone();
-            counts.results.inspect(move |r| w.lock().unwrap().push(((r.window_start, r.key), r.value)));
-            Ok(())
-        })
-        .unwrap_or_else(|error| panic!("{}: the dataflow should build: {error}", case.label));
-    match handle.await_termination(Some(Duration::from_secs(60))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 60 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
-    let metrics = handle.context().metrics().operator(OP);
-    let window = handle.context().metrics().operator(WINDOW);
+    let started = Query::new("dedup-oracle").workers(workers).start(move |scope, ctx| {
+        let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
+        let unique = match within {
+            Some(ms) => events.dedup(ctx, OP, |r: &Rec| r.key, Duration::from_millis(ms))?,
+            None => events.dedup_unbounded(ctx, OP, |r: &Rec| r.key)?,
+        };
+        let p = p.clone();
+        let records = unique.records.inspect_time(move |t, e| p.lock().unwrap().push((t.as_millis(), e.clone())));
+        let l = l.clone();
+        unique.late.inspect(move |r| l.lock().unwrap().push(r.clone()));
+        // A window downstream, fed only the passed records: none may be late there.
+        let no_late = Vec::<LateRecord<Rec>>::new().to_stream(scope);
+        let counts = EventStream { records, late: no_late }.window_count(
+            ctx,
+            WINDOW,
+            Windowing::tumbling(Duration::from_secs(1)),
+            OutputMode::Append,
+            |r: &Rec| r.key,
+        )?;
+        let w = w.clone();
+        counts.results.inspect(move |r| w.lock().unwrap().push(((r.window_start, r.key), r.value)));
+        Ok(())
+    });
+    let handle = run_to_end(started, &case.label, 60);
+    let metrics = OperatorCounts::of(&handle, OP);
+    let window = OperatorCounts::of(&handle, WINDOW);
     let windows = windows.lock().unwrap().iter().cloned().collect();
     let passed = std::mem::take(&mut *passed.lock().unwrap());
     let late = std::mem::take(&mut *late.lock().unwrap());
@@ -139,11 +127,11 @@ fn run(case: &Case, workers: usize) -> Run {
         passed,
         late,
         windows,
-        late_rows: metrics.late_rows.load(Ordering::SeqCst),
-        duplicates: metrics.duplicates_dropped.load(Ordering::SeqCst),
-        rows_total: metrics.rows_total.load(Ordering::SeqCst),
-        rows_removed: metrics.rows_removed.load(Ordering::SeqCst),
-        window_late_rows: window.late_rows.load(Ordering::SeqCst),
+        late_rows: metrics.late_rows,
+        duplicates: metrics.duplicates_dropped,
+        rows_total: metrics.rows_total,
+        rows_removed: metrics.rows_removed,
+        window_late_rows: window.late_rows,
     }
 }
 
@@ -155,15 +143,14 @@ fn oracle(case: &Case) -> Expected {
     let mut late = BTreeMap::new();
     let mut by_key: BTreeMap<u32, Vec<&Rec>> = BTreeMap::new();
     for part in &case.parts {
-        let mut max_ts: Option<u64> = None;
+        let mut clock = PartitionClock::new(case.delay_ms);
         for rec in part {
-            let watermark = max_ts.map_or(0, |m| m.saturating_sub(case.delay_ms));
-            if rec.ts < watermark {
-                late.insert(rec.id, (rec.ts, watermark));
-            } else {
-                by_key.entry(rec.key).or_default().push(rec);
+            match clock.arrive(rec.ts) {
+                Arrival::Late { watermark } => {
+                    late.insert(rec.id, (rec.ts, watermark));
+                }
+                Arrival::OnTime { .. } => by_key.entry(rec.key).or_default().push(rec),
             }
-            max_ts = Some(max_ts.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     let on_time = by_key.values().map(Vec::len).sum();
@@ -198,19 +185,7 @@ fn check(case: &Case, workers: usize, expected: &Expected) -> (Vec<u64>, u64) {
     let label = format!("{} [workers={workers}]", case.label);
     let run = run(case, workers);
 
-    let mut late_seen: BTreeMap<u64, usize> = BTreeMap::new();
-    for late in &run.late {
-        *late_seen.entry(late.record.id).or_default() += 1;
-        let Some(&(ts, watermark)) = expected.late.get(&late.record.id) else {
-            panic!("{label}: record {:?} reported late, but it is on time for its partition", late.record);
-        };
-        assert_eq!(late.operator, OP, "{label}: late record {:?}: operator", late.record);
-        assert_eq!(late.event_time.as_millis(), ts, "{label}: late record {:?}: event_time", late.record);
-        assert_eq!(late.watermark.as_millis(), watermark, "{label}: late record {:?}: watermark", late.record);
-        assert_eq!(late.lateness_ms, watermark - ts, "{label}: late record {:?}: lateness", late.record);
-    }
-    assert!(late_seen.values().all(|n| *n == 1), "{label}: a late record appears twice: {late_seen:?}");
-    assert_eq!(late_seen.len(), expected.late.len(), "{label}: late records missing from the late output");
+    check_late_output(&label, "record", &run.late, |r: &Rec| r.id, OP, &expected.late);
     assert_eq!(run.late_rows, expected.late.len() as u64, "{label}: late_rows metric");
 
     for (time, event) in &run.passed {
@@ -470,20 +445,10 @@ fn dedup_on_rocksdb_matches_oracle() {
         let passed = Arc::new(Mutex::new(Vec::new()));
         let p = passed.clone();
         let source = MemorySource::new(case.parts.clone());
-        let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-        let (within, batch) = (case.within_ms, case.batch);
-        let handle = Query::new("dedup-rocksdb")
-            .workers(2)
-            .state_backend(StateBackend::rocksdb(&dir))
-            .start(move |scope, ctx| {
-                let events = event_source_with_batch(
-                    scope,
-                    ctx,
-                    source.clone(),
-                    |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                    options.clone(),
-                    batch,
-                );
+        let (within, batch, delay_ms) = (case.within_ms, case.batch, case.delay_ms);
+        let started = Query::new("dedup-rocksdb").workers(2).state_backend(StateBackend::rocksdb(&dir)).start(
+            move |scope, ctx| {
+                let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
                 let unique = match within {
                     Some(ms) => events.dedup(ctx, OP, |r: &Rec| r.key, Duration::from_millis(ms))?,
                     None => events.dedup_unbounded(ctx, OP, |r: &Rec| r.key)?,
@@ -491,13 +456,13 @@ fn dedup_on_rocksdb_matches_oracle() {
                 let p = p.clone();
                 unique.records.inspect(move |e| p.lock().unwrap().push(e.data.id));
                 Ok(())
-            })
-            .unwrap();
-        assert!(handle.await_termination(Some(Duration::from_secs(60))).unwrap(), "{}: did not finish", case.label);
+            },
+        );
+        let handle = run_to_end(started, &case.label, 60);
         let mut ids = passed.lock().unwrap().clone();
         ids.sort();
         assert_eq!(ids, expected.passed, "{}: RocksDB run differs from the oracle", case.label);
-        assert_eq!(handle.context().metrics().operator(OP).rows_total.load(Ordering::SeqCst), 0, "{}", case.label);
+        assert_eq!(OperatorCounts::of(&handle, OP).rows_total, 0, "{}", case.label);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,8 +24,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
-use weir_runtime::source::event_source_with_batch;
 use weir_runtime::timely::dataflow::operators::Inspect;
+
+mod support;
+use support::{
+    check_late_output, final_table, jittered_time, memory_events, run_to_end, Arrival, OperatorCounts, PartitionClock,
+};
 
 /// 2023-11-14T22:13:20Z.
 const BASE: u64 = 1_700_000_000_000;
@@ -84,47 +88,30 @@ fn run(case: &Case, mode: OutputMode, counting: Counting, workers: usize) -> Run
     let rows: Arc<Mutex<Vec<Row>>> = Arc::default();
     let lates: Arc<Mutex<Vec<LateRecord<Rec>>>> = Arc::default();
     let source = MemorySource::new(case.parts.clone());
-    let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-    let (windowing, batch) = (case.windowing, case.batch);
+    let (windowing, batch, delay_ms) = (case.windowing, case.batch, case.delay_ms);
     let (rows_in, lates_in) = (rows.clone(), lates.clone());
-    let handle = Query::new("distinct-oracle")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = event_source_with_batch(
-                scope,
-                ctx,
-                source.clone(),
-                |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                options.clone(),
-                batch,
-            );
-            let user = |r: &Rec| r.user.clone();
-            let out = match counting {
-                Counting::Exact => {
-                    events.window_aggregate(ctx, OP, windowing, mode, |r: &Rec| r.key, CountDistinct::new(user))?
-                }
-                Counting::Approx { precision } => {
-                    let approx = ApproxCountDistinct::new(user).precision(precision)?;
-                    events.window_aggregate(ctx, OP, windowing, mode, |r: &Rec| r.key, approx)?
-                }
-            };
-            let rows = rows_in.clone();
-            out.results.inspect_time(move |t, r| {
-                rows.lock().unwrap().push((t.as_millis(), (r.window_start, r.window_end, r.key), r.value))
-            });
-            let lates = lates_in.clone();
-            out.late.inspect(move |l| lates.lock().unwrap().push(l.clone()));
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{}: the dataflow should build: {e}", case.label));
-    match handle.await_termination(Some(Duration::from_secs(120))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 120 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
-    let metrics = handle.context().metrics().operator(OP);
-    let late_rows = metrics.late_rows.load(std::sync::atomic::Ordering::SeqCst);
-    let rows_total = metrics.rows_total.load(std::sync::atomic::Ordering::SeqCst);
+    let started = Query::new("distinct-oracle").workers(workers).start(move |scope, ctx| {
+        let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
+        let user = |r: &Rec| r.user.clone();
+        let out = match counting {
+            Counting::Exact => {
+                events.window_aggregate(ctx, OP, windowing, mode, |r: &Rec| r.key, CountDistinct::new(user))?
+            }
+            Counting::Approx { precision } => {
+                let approx = ApproxCountDistinct::new(user).precision(precision)?;
+                events.window_aggregate(ctx, OP, windowing, mode, |r: &Rec| r.key, approx)?
+            }
+        };
+        let rows = rows_in.clone();
+        out.results.inspect_time(move |t, r| {
+            rows.lock().unwrap().push((t.as_millis(), (r.window_start, r.window_end, r.key), r.value))
+        });
+        let lates = lates_in.clone();
+        out.late.inspect(move |l| lates.lock().unwrap().push(l.clone()));
+        Ok(())
+    });
+    let handle = run_to_end(started, &case.label, 120);
+    let OperatorCounts { late_rows, rows_total, .. } = OperatorCounts::of(&handle, OP);
     let rows = std::mem::take(&mut *rows.lock().unwrap());
     let late = std::mem::take(&mut *lates.lock().unwrap());
     Run { rows, late, late_rows, rows_total }
@@ -149,61 +136,23 @@ fn oracle(case: &Case) -> Expected {
     let mut late = BTreeMap::new();
     let mut repeats = 0;
     for part in &case.parts {
-        let mut max_ts: Option<u64> = None;
+        let mut clock = PartitionClock::new(case.delay_ms);
         for rec in part {
-            let watermark = max_ts.map_or(0, |m| m.saturating_sub(case.delay_ms));
-            if rec.ts < watermark {
-                late.insert(rec.id, (rec.ts, watermark));
-            } else {
-                for (start, end) in windows_of(&case.windowing, rec.ts) {
-                    if !groups.entry((start, end, rec.key)).or_default().insert(rec.user.clone()) {
-                        repeats += 1;
+            match clock.arrive(rec.ts) {
+                Arrival::Late { watermark } => {
+                    late.insert(rec.id, (rec.ts, watermark));
+                }
+                Arrival::OnTime { .. } => {
+                    for (start, end) in windows_of(&case.windowing, rec.ts) {
+                        if !groups.entry((start, end, rec.key)).or_default().insert(rec.user.clone()) {
+                            repeats += 1;
+                        }
                     }
                 }
             }
-            max_ts = Some(max_ts.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     Expected { groups, late, repeats }
-}
-
-/// The final result table a run shows, as `mode` defines it.
-fn final_table(label: &str, mode: OutputMode, rows: &[Row]) -> BTreeMap<Group, u64> {
-    let mut table = BTreeMap::new();
-    match mode {
-        OutputMode::Append => {
-            for (_, group, value) in rows {
-                if let Some(previous) = table.insert(*group, *value) {
-                    panic!("{label}: append emitted {group:?} twice ({previous}, then {value})");
-                }
-            }
-        }
-        OutputMode::Update => {
-            let mut last: BTreeMap<Group, (u64, u64)> = BTreeMap::new();
-            for (time, group, value) in rows {
-                match last.get(group) {
-                    Some((t, v)) if t == time => {
-                        panic!("{label}: update emitted {group:?} twice at {time} ({v}, {value})")
-                    }
-                    Some((t, _)) if t > time => {}
-                    _ => {
-                        last.insert(*group, (*time, *value));
-                    }
-                }
-            }
-            table = last.into_iter().map(|(g, (_, v))| (g, v)).collect();
-        }
-        OutputMode::Complete => {
-            if let Some(latest) = rows.iter().map(|(t, _, _)| *t).max() {
-                for (_, group, value) in rows.iter().filter(|(t, _, _)| *t == latest) {
-                    if let Some(previous) = table.insert(*group, *value) {
-                        panic!("{label}: the last complete snapshot holds {group:?} twice ({previous}, {value})");
-                    }
-                }
-            }
-        }
-    }
-    table
 }
 
 /// Checks one run against the oracle and returns its final table.
@@ -218,18 +167,7 @@ fn check(
     let run = run(case, mode, counting, workers);
 
     // Late records: each once, with its time and the watermark it missed.
-    let mut seen = BTreeMap::new();
-    for late in &run.late {
-        let Some(&(ts, watermark)) = expected.late.get(&late.record.id) else {
-            panic!("{label}: {:?} reported late, but it is on time", late.record);
-        };
-        assert_eq!((late.event_time.as_millis(), late.watermark.as_millis()), (ts, watermark), "{label}: {late:?}");
-        assert_eq!(late.lateness_ms, watermark - ts, "{label}: {late:?}");
-        assert_eq!(late.operator, OP, "{label}: {late:?}");
-        *seen.entry(late.record.id).or_insert(0) += 1;
-    }
-    assert!(seen.values().all(|n| *n == 1), "{label}: a late record appeared twice");
-    assert_eq!(seen.len(), expected.late.len(), "{label}: late records missing from the late output");
+    check_late_output(&label, "record", &run.late, |r: &Rec| r.id, OP, &expected.late);
     assert_eq!(run.late_rows, expected.late.len() as u64, "{label}: late_rows metric");
 
     // State: evicted after the input ends, except in complete mode.
@@ -290,9 +228,7 @@ fn random_case(
             let mut cursor = BASE + rng.random_range(0..5_000);
             (0..rng.random_range(0..=len))
                 .map(|_| {
-                    cursor += rng.random_range(0..step);
-                    let ts =
-                        if rng.random_bool(0.35) { cursor.saturating_sub(rng.random_range(0..3_000)) } else { cursor };
+                    let ts = jittered_time(&mut rng, &mut cursor, step);
                     id += 1;
                     let user = format!("user-{}", rng.random_range(0..users));
                     Rec { id, ts, key: rng.random_range(0..3), user }

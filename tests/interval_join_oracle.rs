@@ -31,6 +31,9 @@ use weir::runtime::metrics::SourceMetrics;
 use weir::runtime::source::event_source_with_batch;
 use weir::runtime::timely::dataflow::operators::Inspect;
 
+mod support;
+use support::{check_late_output, run_to_end, Arrival, OperatorCounts, PartitionClock};
+
 /// A realistic base time (2023-11-14T22:13:20Z).
 const BASE: u64 = 1_700_000_000_000;
 /// The join operator's name in every dataflow.
@@ -194,13 +197,8 @@ fn run(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend) 
             });
             Ok(())
         });
-    let handle = started.unwrap_or_else(|error| panic!("{}: the dataflow should build: {error}", case.label));
-    match handle.await_termination(Some(Duration::from_secs(120))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 120 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
-    let metrics = handle.context().metrics().operator(OP);
+    let handle = run_to_end(started, &case.label, 120);
+    let metrics = OperatorCounts::of(&handle, OP);
     let mut shared = shared.lock().unwrap();
     Run {
         rows: std::mem::take(&mut shared.rows),
@@ -209,11 +207,11 @@ fn run(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend) 
         violations: std::mem::take(&mut shared.violations),
         peak_rows_total: shared.peak_rows_total,
         saw_store_dir: shared.saw_store_dir,
-        late_rows: metrics.late_rows.load(Ordering::SeqCst),
-        rows_total: metrics.rows_total.load(Ordering::SeqCst),
-        memory_bytes: metrics.memory_bytes.load(Ordering::SeqCst),
-        rows_updated: metrics.rows_updated.load(Ordering::SeqCst),
-        rows_removed: metrics.rows_removed.load(Ordering::SeqCst),
+        late_rows: metrics.late_rows,
+        rows_total: metrics.rows_total,
+        memory_bytes: metrics.memory_bytes,
+        rows_updated: metrics.rows_updated,
+        rows_removed: metrics.rows_removed,
     }
 }
 
@@ -225,15 +223,14 @@ fn run(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend) 
 fn lateness(parts: &[Vec<Rec>], delay: u64) -> (Vec<Rec>, BTreeMap<u64, (u64, u64)>) {
     let (mut on_time, mut late) = (Vec::new(), BTreeMap::new());
     for part in parts {
-        let mut max: Option<u64> = None;
+        let mut clock = PartitionClock::new(delay);
         for rec in part {
-            let watermark = max.map_or(0, |m| m.saturating_sub(delay));
-            if rec.ts < watermark {
-                late.insert(rec.id, (rec.ts, watermark));
-            } else {
-                on_time.push(rec.clone());
+            match clock.arrive(rec.ts) {
+                Arrival::Late { watermark } => {
+                    late.insert(rec.id, (rec.ts, watermark));
+                }
+                Arrival::OnTime { .. } => on_time.push(rec.clone()),
             }
-            max = Some(max.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     (on_time, late)
@@ -324,25 +321,6 @@ fn describe_difference(got: &[Row], want: &[Row]) -> String {
     text
 }
 
-fn check_late(label: &str, side: &str, got: &[LateRecord<Rec>], want: &BTreeMap<u64, (u64, u64)>) {
-    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-    for late in got {
-        *seen.entry(late.record.id).or_default() += 1;
-        let Some(&(ts, watermark)) = want.get(&late.record.id) else {
-            panic!("{label}: {side} record {:?} reported late, but it is on time", late.record);
-        };
-        assert_eq!(late.operator, OP, "{label}: late {side} record {:?}: operator", late.record);
-        assert_eq!(late.event_time.as_millis(), ts, "{label}: late {side} record {:?}: event_time", late.record);
-        assert_eq!(late.watermark.as_millis(), watermark, "{label}: late {side} record {:?}: watermark", late.record);
-        assert_eq!(late.lateness_ms, watermark - ts, "{label}: late {side} record {:?}: lateness", late.record);
-    }
-    for (id, n) in &seen {
-        assert_eq!(*n, 1, "{label}: late {side} record {id} appears {n} times");
-    }
-    let missing: Vec<_> = want.keys().filter(|id| !seen.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{label}: late {side} records missing (ids): {missing:?}");
-}
-
 fn check(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend, expected: &Expected) -> Run {
     let label = format!("{} [{join_type}, {workers} worker(s), {}]", case.label, backend.describe());
     let run = run(case, join_type, workers, backend);
@@ -354,8 +332,8 @@ fn check(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend
         "{label}: output differs from the oracle:\n{}",
         describe_difference(&rows, &expected.rows)
     );
-    check_late(&label, "left", &run.late_left, &expected.late_left);
-    check_late(&label, "right", &run.late_right, &expected.late_right);
+    check_late_output(&label, "left record", &run.late_left, |r: &Rec| r.id, OP, &expected.late_left);
+    check_late_output(&label, "right record", &run.late_right, |r: &Rec| r.id, OP, &expected.late_right);
     assert_eq!(run.late_rows, (expected.late_left.len() + expected.late_right.len()) as u64, "{label}: late_rows");
     assert_eq!(run.rows_total, 0, "{label}: numRowsTotal after the inputs ended");
     assert_eq!(run.memory_bytes, 0, "{label}: memoryUsedBytes after the inputs ended");

@@ -29,6 +29,9 @@ use weir_runtime::source::event_source_with_batch;
 use weir_runtime::state::RocksDbOptions;
 use weir_runtime::timely::dataflow::operators::Inspect;
 
+mod support;
+use support::{check_late_output, jittered_time, memory_events, run_to_end, Arrival, OperatorCounts, PartitionClock};
+
 /// A realistic base time (2023-11-14T22:13:20Z).
 const BASE: u64 = 1_700_000_000_000;
 const OP: &str = "keyed";
@@ -158,64 +161,47 @@ fn run<R: Clone + Send + From<RowOf> + 'static>(case: &Case, job: Job, backend: 
         query = query.state_backend(rocksdb(&dir));
     }
     let operator_dir = dir.clone();
-    let (source, options, batch, gap_ms) = (
-        MemorySource::new(case.parts.clone()),
-        WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms)),
-        case.batch,
-        case.gap_ms,
-    );
+    let (source, delay_ms, batch, gap_ms) =
+        (MemorySource::new(case.parts.clone()), case.delay_ms, case.batch, case.gap_ms);
     let (rows_into, late_into) = (rows.clone(), late.clone());
-    let handle = query
-        .start(move |scope, ctx| {
-            let events = event_source_with_batch(
-                scope,
-                ctx,
-                source.clone(),
-                |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                options.clone(),
-                batch,
-            );
-            let ctx = if backend == Backend::RocksDbOperator {
-                ctx.with_state_backend(rocksdb(&operator_dir))
-            } else {
-                ctx.clone()
-            };
-            let keyed = events.key_by(|r: &Rec| r.user);
-            let rows = rows_into.clone();
-            let late = late_into.clone();
-            match job {
-                Job::RunningCount => {
-                    let out = keyed.process_with_state(&ctx, OP, running_count)?;
-                    out.output.records.inspect_time(move |t, e| {
-                        rows.lock().unwrap().push((t.as_millis(), e.time.as_millis(), R::from(RowOf::Count(e.data))))
-                    });
-                    out.late.inspect(move |l| late.lock().unwrap().push(l.clone()));
-                }
-                Job::Sessions => {
-                    let out = keyed.process_with_state(&ctx, OP, sessions(gap_ms))?;
-                    out.output.records.inspect_time(move |t, e| {
-                        rows.lock().unwrap().push((t.as_millis(), e.time.as_millis(), R::from(RowOf::Session(e.data))))
-                    });
-                    out.late.inspect(move |l| late.lock().unwrap().push(l.clone()));
-                }
+    let started = query.start(move |scope, ctx| {
+        let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
+        let ctx = if backend == Backend::RocksDbOperator {
+            ctx.with_state_backend(rocksdb(&operator_dir))
+        } else {
+            ctx.clone()
+        };
+        let keyed = events.key_by(|r: &Rec| r.user);
+        let rows = rows_into.clone();
+        let late = late_into.clone();
+        match job {
+            Job::RunningCount => {
+                let out = keyed.process_with_state(&ctx, OP, running_count)?;
+                out.output.records.inspect_time(move |t, e| {
+                    rows.lock().unwrap().push((t.as_millis(), e.time.as_millis(), R::from(RowOf::Count(e.data))))
+                });
+                out.late.inspect(move |l| late.lock().unwrap().push(l.clone()));
             }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{}: the dataflow should build: {e}", case.label));
-    match handle.await_termination(Some(Duration::from_secs(60))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 60 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
-    let metrics = handle.context().metrics().operator(OP);
+            Job::Sessions => {
+                let out = keyed.process_with_state(&ctx, OP, sessions(gap_ms))?;
+                out.output.records.inspect_time(move |t, e| {
+                    rows.lock().unwrap().push((t.as_millis(), e.time.as_millis(), R::from(RowOf::Session(e.data))))
+                });
+                out.late.inspect(move |l| late.lock().unwrap().push(l.clone()));
+            }
+        }
+        Ok(())
+    });
+    let handle = run_to_end(started, &case.label, 60);
+    let metrics = OperatorCounts::of(&handle, OP);
     let run = Run {
         rows: std::mem::take(&mut *rows.lock().unwrap()),
         late: std::mem::take(&mut *late.lock().unwrap()),
-        late_rows: metrics.late_rows.load(Ordering::SeqCst),
-        rows_total: metrics.rows_total.load(Ordering::SeqCst),
-        memory_bytes: metrics.memory_bytes.load(Ordering::SeqCst),
-        rows_updated: metrics.rows_updated.load(Ordering::SeqCst),
-        rows_removed: metrics.rows_removed.load(Ordering::SeqCst),
+        late_rows: metrics.late_rows,
+        rows_total: metrics.rows_total,
+        memory_bytes: metrics.memory_bytes,
+        rows_updated: metrics.rows_updated,
+        rows_removed: metrics.rows_removed,
     };
     drop(handle);
     if backend != Backend::Memory {
@@ -266,16 +252,17 @@ fn oracle(case: &Case) -> Expected {
     let mut late = BTreeMap::new();
     let mut out_of_order_on_time = 0;
     for part in &case.parts {
-        let mut max_ts: Option<u64> = None;
+        let mut clock = PartitionClock::new(case.delay_ms);
         for rec in part {
-            let watermark = max_ts.map_or(0, |m| m.saturating_sub(case.delay_ms));
-            if rec.ts < watermark {
-                late.insert(rec.id, (rec.ts, watermark));
-            } else {
-                out_of_order_on_time += usize::from(max_ts.is_some_and(|m| rec.ts < m));
-                on_time.entry(rec.user).or_default().push(rec.clone());
+            match clock.arrive(rec.ts) {
+                Arrival::Late { watermark } => {
+                    late.insert(rec.id, (rec.ts, watermark));
+                }
+                Arrival::OnTime { out_of_order } => {
+                    out_of_order_on_time += usize::from(out_of_order);
+                    on_time.entry(rec.user).or_default().push(rec.clone());
+                }
             }
-            max_ts = Some(max_ts.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     for records in on_time.values_mut() {
@@ -343,22 +330,7 @@ fn record_calls(expected: &Expected) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 fn check_late(label: &str, run_late: &[LateRecord<Rec>], late_rows: u64, expected: &Expected) {
-    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-    for late in run_late {
-        *seen.entry(late.record.id).or_default() += 1;
-        let Some(&(ts, watermark)) = expected.late.get(&late.record.id) else {
-            panic!("{label}: record {:?} reported late, but it is on time for its partition", late.record);
-        };
-        assert_eq!(late.operator, OP, "{label}: late record {:?} names the wrong operator", late.record);
-        assert_eq!(late.event_time.as_millis(), ts, "{label}: late record {:?}: event time", late.record);
-        assert_eq!(late.watermark.as_millis(), watermark, "{label}: late record {:?}: watermark", late.record);
-        assert_eq!(late.lateness_ms, watermark - ts, "{label}: late record {:?}: lateness", late.record);
-    }
-    for (id, count) in &seen {
-        assert_eq!(*count, 1, "{label}: late record {id} appears {count} times");
-    }
-    let missing: Vec<_> = expected.late.keys().filter(|id| !seen.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{label}: late records missing from the late output: {missing:?}");
+    check_late_output(label, "record", run_late, |r: &Rec| r.id, OP, &expected.late);
     assert_eq!(late_rows, expected.late.len() as u64, "{label}: late_rows metric");
 }
 
@@ -429,9 +401,7 @@ fn random_case(seed: u64) -> Case {
             let mut cursor = BASE + rng.random_range(0..5_000);
             (0..len)
                 .map(|_| {
-                    cursor += rng.random_range(0..600);
-                    let ts =
-                        if rng.random_bool(0.35) { cursor.saturating_sub(rng.random_range(0..3_000)) } else { cursor };
+                    let ts = jittered_time(&mut rng, &mut cursor, 600);
                     id += 1;
                     Rec { ts: ts - ts % 50, id, user: rng.random_range(0..6) }
                 })

@@ -19,6 +19,9 @@ use weir::prelude::*;
 use weir_runtime::source::event_source_with_batch;
 use weir_runtime::timely::dataflow::operators::Inspect;
 
+mod support;
+use support::{memory_events, run_to_end, Arrival, PartitionClock};
+
 const BASE: u64 = 1_700_000_000_000;
 const OP: &str = "lookup";
 const TYPES: [LookupJoinType; 4] =
@@ -74,12 +77,11 @@ fn random_case(seed: u64) -> Case {
 fn late_ids(case: &Case) -> Vec<u64> {
     let mut late = Vec::new();
     for part in &case.parts {
-        let mut max_ts: Option<u64> = None;
+        let mut clock = PartitionClock::new(case.delay_ms);
         for rec in part {
-            if max_ts.is_some_and(|m| rec.ts < m.saturating_sub(case.delay_ms)) {
+            if let Arrival::Late { .. } = clock.arrive(rec.ts) {
                 late.push(rec.id);
             }
-            max_ts = Some(max_ts.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     late
@@ -108,39 +110,24 @@ fn run(case: &Case, join_type: LookupJoinType, workers: usize) -> Vec<Out> {
     let out: Arc<Mutex<Vec<Out>>> = Arc::default();
     let source = MemorySource::new(case.parts.clone());
     let table = LookupTable::from_rows("random table", case.table.clone());
-    let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-    let (batch, into) = (case.batch, out.clone());
-    let handle = Query::new("lookup-oracle")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = event_source_with_batch(
-                scope,
-                ctx,
-                source.clone(),
-                |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                options.clone(),
-                batch,
-            );
-            let joined = events.lookup_join(ctx, OP, table.clone(), |r: &Rec| r.key, join_type)?;
-            let on_time = into.clone();
-            joined.records.inspect_time(move |stamp, e| {
-                assert!(e.time >= *stamp, "a joined record is stamped after its event time");
-                assert_eq!(e.time.as_millis(), e.data.0.ts, "a joined record keeps its event time");
-                on_time.lock().unwrap().push((e.data.0.id, e.data.1.clone(), false));
-            });
-            let late = into.clone();
-            joined.late.inspect(move |l| {
-                assert_eq!(l.event_time.as_millis(), l.record.0.ts);
-                late.lock().unwrap().push((l.record.0.id, l.record.1.clone(), true));
-            });
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{}: the dataflow should build: {e}", case.label));
-    match handle.await_termination(Some(Duration::from_secs(60))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 60 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
+    let (batch, delay_ms, into) = (case.batch, case.delay_ms, out.clone());
+    let started = Query::new("lookup-oracle").workers(workers).start(move |scope, ctx| {
+        let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
+        let joined = events.lookup_join(ctx, OP, table.clone(), |r: &Rec| r.key, join_type)?;
+        let on_time = into.clone();
+        joined.records.inspect_time(move |stamp, e| {
+            assert!(e.time >= *stamp, "a joined record is stamped after its event time");
+            assert_eq!(e.time.as_millis(), e.data.0.ts, "a joined record keeps its event time");
+            on_time.lock().unwrap().push((e.data.0.id, e.data.1.clone(), false));
+        });
+        let late = into.clone();
+        joined.late.inspect(move |l| {
+            assert_eq!(l.event_time.as_millis(), l.record.0.ts);
+            late.lock().unwrap().push((l.record.0.id, l.record.1.clone(), true));
+        });
+        Ok(())
+    });
+    run_to_end(started, &case.label, 60);
     let mut rows = std::mem::take(&mut *out.lock().unwrap());
     rows.sort();
     rows

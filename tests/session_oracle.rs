@@ -32,6 +32,12 @@ use weir_runtime::timely::dataflow::operators::vec::{Input, ToStream};
 use weir_runtime::timely::dataflow::operators::{Inspect, Probe};
 use weir_runtime::timely::ExchangeData;
 
+mod support;
+use support::{
+    check_late_output, describe_difference, jittered_time, last_per_group, memory_events, run_to_end, Arrival,
+    OperatorCounts, PartitionClock,
+};
+
 /// 2023-11-14T22:13:20Z.
 const BASE: u64 = 1_700_000_000_000;
 const OP: &str = "sessions";
@@ -130,47 +136,25 @@ fn run(case: &Case, mode: OutputMode, agg: Agg, workers: usize) -> Run {
 fn run_on(case: &Case, mode: OutputMode, agg: Agg, workers: usize, backend: StateBackend) -> Run {
     let collectors = Collectors::default();
     let source = MemorySource::new(case.parts.clone());
-    let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-    let (spec, batch) = ((Duration::from_millis(case.gap_ms), mode), case.batch);
+    let (spec, batch, delay_ms) = ((Duration::from_millis(case.gap_ms), mode), case.batch, case.delay_ms);
     let into = collectors.clone();
-    let handle = Query::new("session-oracle")
-        .workers(workers)
-        .state_backend(backend)
-        .start(move |scope, ctx| {
-            let events = event_source_with_batch(
-                scope,
-                ctx,
-                source.clone(),
-                |r: &Rec| Some(EventTime::from_millis(r.ts)),
-                options.clone(),
-                batch,
-            );
-            match agg {
-                Agg::Count => attach(events, ctx, spec, Count, |v: &u64| Val::Int(*v as i64), &into),
-                Agg::Sum => attach(events, ctx, spec, Sum(|r: &Rec| r.value), |v: &i64| Val::Int(*v), &into),
-                Agg::Min => attach(events, ctx, spec, Min(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &into),
-                Agg::Max => attach(events, ctx, spec, Max(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &into),
-                Agg::Avg => {
-                    attach(events, ctx, spec, Avg(|r: &Rec| r.value as f64), |v: &Option<f64>| Val::Float(*v), &into)
-                }
+    let started = Query::new("session-oracle").workers(workers).state_backend(backend).start(move |scope, ctx| {
+        let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
+        match agg {
+            Agg::Count => attach(events, ctx, spec, Count, |v: &u64| Val::Int(*v as i64), &into),
+            Agg::Sum => attach(events, ctx, spec, Sum(|r: &Rec| r.value), |v: &i64| Val::Int(*v), &into),
+            Agg::Min => attach(events, ctx, spec, Min(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &into),
+            Agg::Max => attach(events, ctx, spec, Max(|r: &Rec| r.value), |v: &Option<i64>| Val::Opt(*v), &into),
+            Agg::Avg => {
+                attach(events, ctx, spec, Avg(|r: &Rec| r.value as f64), |v: &Option<f64>| Val::Float(*v), &into)
             }
-        })
-        .unwrap_or_else(|error| panic!("{}: the dataflow should build: {error}", case.label));
-    match handle.await_termination(Some(Duration::from_secs(60))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 60 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
-    let metrics = handle.context().metrics().operator(OP);
+        }
+    });
+    let handle = run_to_end(started, &case.label, 60);
+    let OperatorCounts { late_rows, rows_total, rows_updated, .. } = OperatorCounts::of(&handle, OP);
     let rows = std::mem::take(&mut *collectors.rows.lock().unwrap());
     let late = std::mem::take(&mut *collectors.late.lock().unwrap());
-    Run {
-        rows,
-        late,
-        late_rows: metrics.late_rows.load(Ordering::SeqCst),
-        rows_total: metrics.rows_total.load(Ordering::SeqCst),
-        rows_updated: metrics.rows_updated.load(Ordering::SeqCst),
-    }
+    Run { rows, late, late_rows, rows_total, rows_updated }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,15 +165,14 @@ fn oracle(case: &Case) -> Expected {
     let mut late = BTreeMap::new();
     let mut by_key: BTreeMap<u32, Vec<(u64, i64)>> = BTreeMap::new();
     for part in &case.parts {
-        let mut max_ts: Option<u64> = None;
+        let mut clock = PartitionClock::new(case.delay_ms);
         for rec in part {
-            let watermark = max_ts.map_or(0, |m| m.saturating_sub(case.delay_ms));
-            if rec.ts < watermark {
-                late.insert(rec.id, (rec.ts, watermark));
-            } else {
-                by_key.entry(rec.key).or_default().push((rec.ts, rec.value));
+            match clock.arrive(rec.ts) {
+                Arrival::Late { watermark } => {
+                    late.insert(rec.id, (rec.ts, watermark));
+                }
+                Arrival::OnTime { .. } => by_key.entry(rec.key).or_default().push((rec.ts, rec.value)),
             }
-            max_ts = Some(max_ts.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     let mut sessions = BTreeMap::new();
@@ -234,28 +217,6 @@ fn expected_table(expected: &Expected, agg: Agg) -> BTreeMap<Group, Val> {
 // Checking
 // ---------------------------------------------------------------------------------------------
 
-fn describe_difference(actual: &BTreeMap<Group, Val>, expected: &BTreeMap<Group, Val>) -> String {
-    let mut lines = Vec::new();
-    for (group, value) in expected {
-        match actual.get(group) {
-            None => lines.push(format!("  missing {group:?}: expected {value:?}")),
-            Some(got) if got != value => lines.push(format!("  wrong {group:?}: got {got:?}, expected {value:?}")),
-            _ => {}
-        }
-    }
-    for (group, value) in actual {
-        if !expected.contains_key(group) {
-            lines.push(format!("  unexpected {group:?}: {value:?}"));
-        }
-    }
-    let shown = lines.len().min(12);
-    let mut text = lines[..shown].join("\n");
-    if lines.len() > shown {
-        text.push_str(&format!("\n  … and {} more", lines.len() - shown));
-    }
-    text
-}
-
 /// The final table the rows show for `mode`, checking the per-mode rules against the expected
 /// sessions; also returns how many rows were superseded versions (update mode).
 fn final_table(
@@ -276,19 +237,7 @@ fn final_table(
             }
         }
         OutputMode::Update => {
-            let mut last: BTreeMap<Group, (u64, Val)> = BTreeMap::new();
-            for (time, group, value) in rows {
-                match last.get(group) {
-                    Some((t, v)) if t == time => {
-                        panic!("{label}: update emitted {group:?} twice at time {time} ({v:?} and {value:?})")
-                    }
-                    Some((t, _)) if t > time => {}
-                    _ => {
-                        last.insert(*group, (*time, *value));
-                    }
-                }
-            }
-            for (group, (time, value)) in last {
+            for (group, (time, value)) in last_per_group(label, rows) {
                 if want.contains_key(&group) {
                     table.insert(group, value);
                     continue;
@@ -338,20 +287,7 @@ fn check_on(
     let label = format!("{} [mode={mode}, agg={agg:?}, workers={workers}, state={}]", case.label, backend.describe());
     let run = run_on(case, mode, agg, workers, backend);
 
-    let mut late_seen: BTreeMap<u64, usize> = BTreeMap::new();
-    for late in &run.late {
-        *late_seen.entry(late.record.id).or_default() += 1;
-        let Some(&(ts, watermark)) = expected.late.get(&late.record.id) else {
-            panic!("{label}: record {:?} reported late, but it is on time for its partition", late.record);
-        };
-        assert_eq!(late.operator, OP, "{label}: late record {:?}: operator", late.record);
-        assert_eq!(late.event_time.as_millis(), ts, "{label}: late record {:?}: event_time", late.record);
-        assert_eq!(late.watermark.as_millis(), watermark, "{label}: late record {:?}: watermark", late.record);
-        assert_eq!(late.lateness_ms, watermark - ts, "{label}: late record {:?}: lateness", late.record);
-    }
-    assert!(late_seen.values().all(|n| *n == 1), "{label}: a late record appears twice: {late_seen:?}");
-    let missing: Vec<_> = expected.late.keys().filter(|id| !late_seen.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{label}: late records missing from the late output (ids): {missing:?}");
+    check_late_output(&label, "record", &run.late, |r: &Rec| r.id, OP, &expected.late);
     assert_eq!(run.late_rows, expected.late.len() as u64, "{label}: late_rows metric");
     assert_eq!(run.rows_total, 0, "{label}: rows_total after the bounded run (state not evicted)");
     assert!(run.rows_updated >= expected.sessions.len() as u64, "{label}: rows_updated below the session count");
@@ -382,9 +318,7 @@ fn random_case(name: &str, seed: u64) -> Case {
             let mut cursor = BASE + rng.random_range(0..5_000);
             (0..len)
                 .map(|_| {
-                    cursor += rng.random_range(0..400);
-                    let ts =
-                        if rng.random_bool(0.35) { cursor.saturating_sub(rng.random_range(0..3_000)) } else { cursor };
+                    let ts = jittered_time(&mut rng, &mut cursor, 400);
                     id += 1;
                     Rec { id, ts, key: rng.random_range(0..5), value: rng.random_range(-50..100) }
                 })

@@ -29,6 +29,12 @@ use weir_runtime::source::event_source_with_batch;
 use weir_runtime::timely::dataflow::operators::Inspect;
 use weir_runtime::timely::ExchangeData;
 
+mod support;
+use support::{
+    check_late_output, describe_difference, final_table, jittered_time, memory_events, run_to_end, Arrival,
+    OperatorCounts, PartitionClock,
+};
+
 /// A realistic base time (2023-11-14T22:13:20Z), far from the epoch.
 const BASE: u64 = 1_700_000_000_000;
 /// The name of the aggregation operator in every dataflow.
@@ -138,18 +144,10 @@ where
 fn run(case: &Case, mode: OutputMode, agg: Agg, workers: usize) -> Run {
     let collectors = Collectors::default();
     let source = MemorySource::new(case.parts.clone());
-    let options = WatermarkOptions::with_delay(Duration::from_millis(case.delay_ms));
-    let (spec, batch) = ((case.windowing, mode), case.batch);
+    let (spec, batch, delay_ms) = ((case.windowing, mode), case.batch, case.delay_ms);
     let into = collectors.clone();
     let started = Query::new("oracle").workers(workers).start(move |scope, ctx| {
-        let events = event_source_with_batch(
-            scope,
-            ctx,
-            source.clone(),
-            |r: &Rec| Some(EventTime::from_millis(r.ts)),
-            options.clone(),
-            batch,
-        );
+        let events = memory_events(scope, ctx, &source, |r: &Rec| r.ts, delay_ms, batch);
         match agg {
             Agg::Count => attach(events, ctx, spec, Count, |v: &u64| Val::Int(*v as i64), &into),
             Agg::Sum => attach(events, ctx, spec, Sum(|r: &Rec| r.value), |v: &i64| Val::Int(*v), &into),
@@ -160,18 +158,8 @@ fn run(case: &Case, mode: OutputMode, agg: Agg, workers: usize) -> Run {
             }
         }
     });
-    let handle = match started {
-        Ok(handle) => handle,
-        Err(error) => panic!("{}: the dataflow should build: {error}", case.label),
-    };
-    match handle.await_termination(Some(Duration::from_secs(60))) {
-        Ok(true) => {}
-        Ok(false) => panic!("{}: a bounded query did not finish within 60 s", case.label),
-        Err(error) => panic!("{}: the query failed: {error}", case.label),
-    }
-    let metrics = handle.context().metrics().operator(OP);
-    let op_late_rows = metrics.late_rows.load(std::sync::atomic::Ordering::SeqCst);
-    let rows_total = metrics.rows_total.load(std::sync::atomic::Ordering::SeqCst);
+    let handle = run_to_end(started, &case.label, 60);
+    let OperatorCounts { late_rows: op_late_rows, rows_total, .. } = OperatorCounts::of(&handle, OP);
     let rows = std::mem::take(&mut *collectors.rows.lock().unwrap());
     let late = std::mem::take(&mut *collectors.lates.lock().unwrap());
     Run { rows, late, op_late_rows, rows_total }
@@ -217,20 +205,19 @@ fn oracle(case: &Case) -> Expected {
     let mut out_of_order_on_time = 0;
     for part in &case.parts {
         // Watermark before any data: the epoch (nothing is late).
-        let mut max_ts: Option<u64> = None;
+        let mut clock = PartitionClock::new(case.delay_ms);
         for rec in part {
-            let watermark = max_ts.map_or(0, |m| m.saturating_sub(case.delay_ms));
-            if rec.ts < watermark {
-                late.insert(rec.id, (rec.ts, watermark));
-            } else {
-                if max_ts.is_some_and(|m| rec.ts < m) {
-                    out_of_order_on_time += 1;
+            match clock.arrive(rec.ts) {
+                Arrival::Late { watermark } => {
+                    late.insert(rec.id, (rec.ts, watermark));
                 }
-                for (start, end) in windows_of(&case.windowing, rec.ts) {
-                    groups.entry((start, end, rec.key)).or_default().push(rec.value);
+                Arrival::OnTime { out_of_order } => {
+                    out_of_order_on_time += usize::from(out_of_order);
+                    for (start, end) in windows_of(&case.windowing, rec.ts) {
+                        groups.entry((start, end, rec.key)).or_default().push(rec.value);
+                    }
                 }
             }
-            max_ts = Some(max_ts.map_or(rec.ts, |m| m.max(rec.ts)));
         }
     }
     Expected { groups, late, out_of_order_on_time }
@@ -254,73 +241,6 @@ fn expected_table(expected: &Expected, agg: Agg) -> BTreeMap<Group, Val> {
 // Checking a run against the oracle
 // ---------------------------------------------------------------------------------------------
 
-/// The final result table a run shows, as `mode` defines it; panics if the output breaks a
-/// per-mode rule (append: one emission per group; update: no two emissions of a group at one time;
-/// complete: each group once in the final snapshot).
-fn final_table(label: &str, mode: OutputMode, rows: &[Row]) -> BTreeMap<Group, Val> {
-    let mut table = BTreeMap::new();
-    match mode {
-        OutputMode::Append => {
-            for (time, group, value) in rows {
-                if let Some(previous) = table.insert(*group, *value) {
-                    panic!(
-                        "{label}: append emitted window {group:?} more than once ({previous:?}, then {value:?} at time {time})"
-                    );
-                }
-            }
-        }
-        OutputMode::Update => {
-            let mut last: BTreeMap<Group, (u64, Val)> = BTreeMap::new();
-            for (time, group, value) in rows {
-                match last.get(group) {
-                    Some((t, v)) if t == time => {
-                        panic!("{label}: update emitted group {group:?} twice at time {time} ({v:?} and {value:?})")
-                    }
-                    Some((t, _)) if t > time => {}
-                    _ => {
-                        last.insert(*group, (*time, *value));
-                    }
-                }
-            }
-            table = last.into_iter().map(|(g, (_, v))| (g, v)).collect();
-        }
-        OutputMode::Complete => {
-            if let Some(latest) = rows.iter().map(|(t, _, _)| *t).max() {
-                for (_, group, value) in rows.iter().filter(|(t, _, _)| *t == latest) {
-                    if let Some(previous) = table.insert(*group, *value) {
-                        panic!(
-                            "{label}: the complete snapshot at time {latest} holds group {group:?} twice ({previous:?}, {value:?})"
-                        );
-                    }
-                }
-            }
-        }
-    }
-    table
-}
-
-fn describe_difference(actual: &BTreeMap<Group, Val>, expected: &BTreeMap<Group, Val>) -> String {
-    let mut lines = Vec::new();
-    for (group, value) in expected {
-        match actual.get(group) {
-            None => lines.push(format!("  missing {group:?}: expected {value:?}")),
-            Some(got) if got != value => lines.push(format!("  wrong {group:?}: got {got:?}, expected {value:?}")),
-            _ => {}
-        }
-    }
-    for (group, value) in actual {
-        if !expected.contains_key(group) {
-            lines.push(format!("  unexpected {group:?}: {value:?}"));
-        }
-    }
-    let shown = lines.len().min(12);
-    let mut text = lines[..shown].join("\n");
-    if lines.len() > shown {
-        text.push_str(&format!("\n  … and {} more", lines.len() - shown));
-    }
-    text
-}
-
 /// Checks one run against the oracle; returns its final table (to compare worker counts) and the
 /// number of rows it emitted.
 fn check(
@@ -334,27 +254,7 @@ fn check(
     let run = run(case, mode, agg, workers);
 
     // Late records: each exactly once, labelled with the operator, its time and its watermark.
-    let mut late_seen: BTreeMap<u64, usize> = BTreeMap::new();
-    for (_, late) in &run.late {
-        *late_seen.entry(late.record.id).or_default() += 1;
-        let Some(&(ts, watermark)) = expected.late.get(&late.record.id) else {
-            panic!("{label}: record {:?} reported late, but it is on time for its partition", late.record);
-        };
-        assert_eq!(late.operator, OP, "{label}: late record {:?} names the wrong operator", late.record);
-        assert_eq!(late.event_time, EventTime::from_millis(ts), "{label}: late record {:?}: event_time", late.record);
-        assert_eq!(
-            late.watermark,
-            EventTime::from_millis(watermark),
-            "{label}: late record {:?}: watermark it was compared with",
-            late.record
-        );
-        assert_eq!(late.lateness_ms, watermark - ts, "{label}: late record {:?}: lateness_ms", late.record);
-    }
-    for (id, count) in &late_seen {
-        assert_eq!(*count, 1, "{label}: late record id {id} appears {count} times on the late output");
-    }
-    let missing: Vec<_> = expected.late.keys().filter(|id| !late_seen.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{label}: late records missing from the late output (ids): {missing:?}");
+    check_late_output(&label, "record", run.late.iter().map(|(_, l)| l), |r: &Rec| r.id, OP, &expected.late);
     assert_eq!(run.op_late_rows, expected.late.len() as u64, "{label}: operator late_rows metric");
 
     // State.
@@ -396,9 +296,7 @@ fn random_case(name: &str, seed: u64, base: u64, windowing: impl FnOnce(&mut Sma
             let mut cursor = base + rng.random_range(0..5_000);
             (0..len)
                 .map(|_| {
-                    cursor += rng.random_range(0..400);
-                    let ts =
-                        if rng.random_bool(0.35) { cursor.saturating_sub(rng.random_range(0..3_000)) } else { cursor };
+                    let ts = jittered_time(&mut rng, &mut cursor, 400);
                     id += 1;
                     Rec { id, ts, key: rng.random_range(0..5), value: rng.random_range(-50..100) }
                 })

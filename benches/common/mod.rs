@@ -52,3 +52,41 @@ pub fn report(label: &str, records: u64, workers: usize, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
 }
+
+/// The event time of the first generated row, ms (November 2023).
+pub const START_MS: u64 = 1_700_000_000_000;
+
+/// The benches' input: `rows` rows at `rows_per_second` of event time from [`START_MS`], over
+/// `partitions` partitions, generated as fast as the query takes them.
+pub fn rate_source(rows_per_second: u64, partitions: usize, rows: u64) -> weir::prelude::RateSource {
+    weir::prelude::RateSource::new(rows_per_second)
+        .num_partitions(partitions)
+        .unthrottled()
+        .row_limit(rows)
+        .start_time(weir::prelude::EventTime::from_millis(START_MS))
+}
+
+/// Starts `query` with the dataflow `build` builds and waits until its input is exhausted;
+/// panics if it does not build or fails.
+pub fn run_to_end<F>(query: weir::prelude::Query, build: F)
+where
+    F: for<'scope> Fn(
+            timely::dataflow::Scope<'scope, weir::prelude::EventTime>,
+            &weir::prelude::QueryContext,
+        ) -> Result<(), weir::prelude::BuildError>
+        + Send
+        + Sync
+        + 'static,
+{
+    let handle = query.start(build).expect("the bench dataflow builds");
+    handle.await_termination(None).expect("the bench query runs");
+}
+
+/// A well-spread key in `0..keys` for row `value` (the SplitMix64 finalizer, then modulo), so
+/// that a key's rows are scattered over event time instead of following a fixed period.
+pub fn scrambled_key(value: u64, keys: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % keys
+}

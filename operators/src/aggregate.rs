@@ -173,18 +173,23 @@ impl<D, F: Fn(&D) -> f64 + Clone + 'static> Aggregator<D> for Avg<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fold<A: Aggregator<i64>>(a: &A, values: &[i64]) -> A::Output {
-        // Split in two partials and merge, as workers do.
-        let (left, right) = values.split_at(values.len() / 2);
+    /// Folds `values` as two workers would: the first `split` values and the rest into separate
+    /// partials, merged, then finished. Shared with the other aggregators' unit tests.
+    pub(crate) fn fold_in_two<D, A: Aggregator<D>>(a: &A, values: &[D], split: usize) -> A::Output {
+        let (left, right) = values.split_at(split);
         let mut x = a.init();
         left.iter().for_each(|v| a.add(&mut x, v));
         let mut y = a.init();
         right.iter().for_each(|v| a.add(&mut y, v));
         a.merge(&mut x, y);
         a.finish(&x)
+    }
+
+    fn fold<A: Aggregator<i64>>(a: &A, values: &[i64]) -> A::Output {
+        fold_in_two(a, values, values.len() / 2)
     }
 
     #[test]

@@ -31,13 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
-use timely::progress::operate::FrontierInterest;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::{BuildError, QueryError};
@@ -46,8 +42,9 @@ use weir_runtime::metrics::OperatorMetrics;
 use weir_runtime::state::{StateError, StateStore};
 use weir_runtime::time::EventTime;
 
-use crate::late::relabel_late;
+use crate::late::{relabel_late, split_late, Timed};
 use crate::pending::watermark_of;
+use crate::store::open_store;
 
 /// Deduplication on an event stream.
 pub trait Dedup<'scope, D: 'static> {
@@ -157,8 +154,6 @@ pub fn validate_within(within: Duration) -> Result<(), BuildError> {
 }
 
 type Keyed<K, D> = (K, Event<D>);
-type VecOutput<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
-type Timed<'scope, D> = StreamVec<'scope, EventTime, D>;
 
 fn build<'scope, D, K>(
     events: EventStream<'scope, D>,
@@ -172,13 +167,7 @@ where
     D: ExchangeData + Ord,
 {
     let worker = events.records.scope().index();
-    let store: StateStore<K, u64> = ctx.state_backend().open(ctx.id(), name, worker).map_err(|error| {
-        BuildError::invalid(
-            format!("state backend {} of operator {name}", ctx.state_backend().describe()),
-            error.to_string(),
-            "check the state directory, or use the memory backend",
-        )
-    })?;
+    let store: StateStore<K, u64> = open_store(ctx, name, worker)?;
     let metrics = ctx.metrics().operator(name);
     let (keyed, operator_late) = key_and_split_late(events.records, name, key_of, &metrics);
     let records = deduplicate(keyed, ctx.clone(), name, within, store, metrics.clone());
@@ -198,49 +187,9 @@ where
     K: ExchangeData + Hash + Eq + Clone,
     D: ExchangeData,
 {
-    let mut builder = OperatorBuilder::new(format!("{name}/key"), records.scope());
-    let mut input = builder.new_input(records, Pipeline);
-    builder.set_notify_for(0, FrontierInterest::Never);
-    let (keyed_out, keyed) = builder.new_output::<Vec<Keyed<K, D>>>();
-    let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
-    let mut keyed_out: VecOutput<Keyed<K, D>> = OutputBuilder::from(keyed_out);
-    let mut late_out: VecOutput<LateRecord<D>> = OutputBuilder::from(late_out);
-    let name = name.to_string();
-    let metrics = metrics.clone();
-
-    builder.build(move |_capabilities| {
-        let mut keyed_batch: Vec<Keyed<K, D>> = Vec::new();
-        let mut late_batch: Vec<LateRecord<D>> = Vec::new();
-        move |_frontiers| {
-            let mut keyed_handle = keyed_out.activate();
-            let mut late_handle = late_out.activate();
-            let mut rows_in = 0u64;
-            input.for_each_time(|cap, data| {
-                let stamp = *cap.time();
-                for batch in data {
-                    rows_in += batch.len() as u64;
-                    for event in batch.drain(..) {
-                        if event.time < stamp {
-                            late_batch.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
-                        } else {
-                            keyed_batch.push((key_of(&event.data), event));
-                        }
-                    }
-                }
-                if !keyed_batch.is_empty() {
-                    keyed_handle.session(&cap).give_container(&mut keyed_batch);
-                    keyed_batch.clear();
-                }
-                if !late_batch.is_empty() {
-                    OperatorMetrics::add(&metrics.late_rows, late_batch.len() as u64);
-                    late_handle.session(&cap).give_container(&mut late_batch);
-                    late_batch.clear();
-                }
-            });
-            OperatorMetrics::add(&metrics.rows_in, rows_in);
-        }
-    });
-    (keyed, late)
+    split_late(records, format!("{name}/key"), name, metrics, move |events, keyed| {
+        keyed.extend(events.drain(..).map(|event| (key_of(&event.data), event)))
+    })
 }
 
 /// Stage 2: on the worker that owns each key, buffers records by event time until the frontier

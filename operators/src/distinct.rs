@@ -173,13 +173,7 @@ mod tests {
     use super::*;
 
     fn fold<A: Aggregator<u64>>(a: &A, values: &[u64]) -> A::Output {
-        let (left, right) = values.split_at(values.len() / 3);
-        let mut x = a.init();
-        left.iter().for_each(|v| a.add(&mut x, v));
-        let mut y = a.init();
-        right.iter().for_each(|v| a.add(&mut y, v));
-        a.merge(&mut x, y);
-        a.finish(&x)
+        crate::aggregate::tests::fold_in_two(a, values, values.len() / 3)
     }
 
     #[test]

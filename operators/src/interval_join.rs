@@ -515,6 +515,20 @@ type Output<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
 
 /// Port of the joined rows; the late outputs follow.
 const ROWS: usize = 0;
+
+/// Emits `$batch`, if it holds anything, at capability `$cap` through the activated output
+/// `$handle`, adds its length to the counter `$count`, and leaves it empty for reuse. (A macro:
+/// the left, right and later batches go to differently typed outputs.)
+macro_rules! give_counted {
+    ($handle:expr, $cap:expr, $batch:expr, $count:expr) => {
+        if !$batch.is_empty() {
+            $count += $batch.len() as u64;
+            $handle.session($cap).give_container(&mut $batch);
+            $batch.clear();
+        }
+    };
+}
+
 /// Joined rows are handed on at least this often while a batch is processed (a batch of a 1:N
 /// join can produce N times its size).
 const FLUSH_ROWS: usize = 16_384;
@@ -615,9 +629,7 @@ where
                             break;
                         }
                         if now.len() >= FLUSH_ROWS {
-                            emitted += now.len() as u64;
-                            rows_handle.session(&cap).give_container(&mut now);
-                            now.clear();
+                            give_counted!(rows_handle, &cap, now, emitted);
                         }
                         if event.time < stamp {
                             late_l.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
@@ -679,16 +691,8 @@ where
                         inserted_left += 1;
                     }
                 }
-                if !now.is_empty() {
-                    emitted += now.len() as u64;
-                    rows_handle.session(&cap).give_container(&mut now);
-                    now.clear();
-                }
-                if !late_l.is_empty() {
-                    late_count += late_l.len() as u64;
-                    late_left_handle.session(&cap).give_container(&mut late_l);
-                    late_l.clear();
-                }
+                give_counted!(rows_handle, &cap, now, emitted);
+                give_counted!(late_left_handle, &cap, late_l, late_count);
             });
 
             right_input.for_each_time(|cap, data| {
@@ -700,9 +704,7 @@ where
                             break;
                         }
                         if now.len() >= FLUSH_ROWS {
-                            emitted += now.len() as u64;
-                            rows_handle.session(&cap).give_container(&mut now);
-                            now.clear();
+                            give_counted!(rows_handle, &cap, now, emitted);
                         }
                         if event.time < stamp {
                             late_r.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
@@ -769,16 +771,8 @@ where
                         inserted_right += 1;
                     }
                 }
-                if !now.is_empty() {
-                    emitted += now.len() as u64;
-                    rows_handle.session(&cap).give_container(&mut now);
-                    now.clear();
-                }
-                if !late_r.is_empty() {
-                    late_count += late_r.len() as u64;
-                    late_right_handle.session(&cap).give_container(&mut late_r);
-                    late_r.clear();
-                }
+                give_counted!(rows_handle, &cap, now, emitted);
+                give_counted!(late_right_handle, &cap, late_r, late_count);
             });
 
             // Evict what the other side's frontier proves can no longer match.
@@ -806,9 +800,7 @@ where
             }
             if !later.is_empty() {
                 let cap = held.as_ref().expect("a held capability for every buffered row that may be emitted");
-                emitted += later.len() as u64;
-                rows_handle.session(cap).give_container(&mut later);
-                later.clear();
+                give_counted!(rows_handle, cap, later, emitted);
             }
 
             // Keep the held capability at the earliest row that may still be emitted.

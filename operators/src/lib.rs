@@ -17,6 +17,7 @@ pub mod lookup_join;
 pub mod output_mode;
 pub mod pending;
 pub mod session_window;
+pub mod store;
 pub mod window;
 pub mod window_aggregate;
 

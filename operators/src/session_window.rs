@@ -37,13 +37,9 @@ use std::time::Duration;
 
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
-use timely::progress::operate::FrontierInterest;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::{BuildError, QueryError};
@@ -53,9 +49,10 @@ use weir_runtime::state::{StateError, StateStore};
 use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
-use crate::late::relabel_late;
+use crate::late::{relabel_late, split_late, Timed};
 use crate::output_mode::OutputMode;
 use crate::pending::{watermark_of, Pending};
+use crate::store::open_store;
 use crate::window_aggregate::{Aggregated, WindowResult};
 
 /// Session windows on an event stream.
@@ -161,14 +158,7 @@ impl<'scope, D: 'static> SessionAggregate<'scope, D> for EventStream<'scope, D> 
         validate_session(gap, mode)?;
         let gap_ms = gap.as_millis().min(u64::MAX as u128) as u64;
         let worker = self.records.scope().index();
-        let store: StateStore<K, Vec<Session<A::Acc>>> =
-            ctx.state_backend().open(ctx.id(), name, worker).map_err(|error| {
-                BuildError::invalid(
-                    format!("state backend {} of operator {name}", ctx.state_backend().describe()),
-                    error.to_string(),
-                    "check the state directory, or use the memory backend",
-                )
-            })?;
+        let store: StateStore<K, Vec<Session<A::Acc>>> = open_store(ctx, name, worker)?;
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_sessionize(self.records, name, gap_ms, key_of, aggregator.clone(), &metrics);
@@ -196,9 +186,7 @@ pub struct Session<Acc> {
 
 /// A partial session from one batch: (key, start, end, partial result).
 type Partial<K, Acc> = (K, u64, u64, Acc);
-type Timed<'scope, D> = StreamVec<'scope, EventTime, D>;
 type PreSessionized<'scope, K, Acc, D> = (Timed<'scope, Partial<K, Acc>>, Timed<'scope, LateRecord<D>>);
-type VecOutput<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
 
 /// Stage 1: on the worker that read them, folds each timestamp's records into partial sessions
 /// per key. Records behind their batch's timestamp are late for this operator.
@@ -214,97 +202,56 @@ where
     K: ExchangeData + Hash + Eq + Clone,
     A: Aggregator<D>,
 {
-    let mut builder = OperatorBuilder::new(format!("{name}/pre-sessionize"), records.scope());
-    let mut input = builder.new_input(records, Pipeline);
-    builder.set_notify_for(0, FrontierInterest::Never);
-    let (partials_out, partials) = builder.new_output::<Vec<Partial<K, A::Acc>>>();
-    let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
-    let mut partials_out: VecOutput<Partial<K, A::Acc>> = OutputBuilder::from(partials_out);
-    let mut late_out: VecOutput<LateRecord<D>> = OutputBuilder::from(late_out);
-    let name = name.to_string();
-    let metrics = metrics.clone();
-
-    builder.build(move |_capabilities| {
-        // Reused buffers: the on-time records of one timestamp, a dense id per distinct key, and
-        // (key id, time, record index) sorted to walk each key's records in time order.
-        let mut events: Vec<Event<D>> = Vec::new();
-        let mut key_ids: FxHashMap<K, u32> = FxHashMap::default();
-        let mut keys: Vec<Option<K>> = Vec::new();
-        let mut order: Vec<(u32, u64, u32)> = Vec::new();
-        let mut runs: Vec<(u32, u64, u64, A::Acc)> = Vec::new();
-        let mut batch_out: Vec<Partial<K, A::Acc>> = Vec::new();
-        let mut late_batch: Vec<LateRecord<D>> = Vec::new();
-        move |_frontiers| {
-            let mut partials_handle = partials_out.activate();
-            let mut late_handle = late_out.activate();
-            let mut rows_in = 0u64;
-            input.for_each_time(|cap, data| {
-                let stamp = *cap.time();
-                for batch in data {
-                    rows_in += batch.len() as u64;
-                    for event in batch.drain(..) {
-                        if event.time < stamp {
-                            late_batch.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
-                        } else {
-                            events.push(event);
-                        }
-                    }
-                }
-                for (index, event) in events.iter().enumerate() {
-                    let next_id = key_ids.len() as u32;
-                    let id = *key_ids.entry(key_of(&event.data)).or_insert(next_id);
-                    order.push((id, event.time.as_millis(), index as u32));
-                }
-                order.sort_unstable();
-                // Chain each key's records while the next one starts before the last one's span ends.
-                let mut current: Option<(u32, u64, u64, A::Acc)> = None;
-                for &(id, time, index) in &order {
-                    match &mut current {
-                        Some((key, _, last, acc)) if *key == id && time < last.saturating_add(gap_ms) => {
-                            aggregator.add(acc, &events[index as usize].data);
-                            *last = time;
-                        }
-                        _ => {
-                            let mut acc = aggregator.init();
-                            aggregator.add(&mut acc, &events[index as usize].data);
-                            if let Some(run) = current.replace((id, time, time, acc)) {
-                                runs.push(run);
-                            }
-                        }
-                    }
-                }
-                runs.extend(current);
-                if !runs.is_empty() {
-                    keys.resize_with(key_ids.len(), || None);
-                    for (key, id) in key_ids.drain() {
-                        keys[id as usize] = Some(key);
-                    }
-                    // Runs are grouped by key id: the last run of a key takes the key, earlier ones clone it.
-                    let mut ordered = runs.drain(..).peekable();
-                    while let Some((id, start, last, acc)) = ordered.next() {
-                        let shares_key = ordered.peek().is_some_and(|next| next.0 == id);
-                        let slot = &mut keys[id as usize];
-                        let key = if shares_key { slot.clone() } else { slot.take() }.expect("a key per id");
-                        batch_out.push((key, start, last.saturating_add(gap_ms), acc));
-                    }
-                    partials_handle.session(&cap).give_container(&mut batch_out);
-                    batch_out.clear();
-                }
-                key_ids.clear();
-                keys.clear();
-                order.clear();
-                runs.clear();
-                events.clear();
-                if !late_batch.is_empty() {
-                    OperatorMetrics::add(&metrics.late_rows, late_batch.len() as u64);
-                    late_handle.session(&cap).give_container(&mut late_batch);
-                    late_batch.clear();
-                }
-            });
-            OperatorMetrics::add(&metrics.rows_in, rows_in);
+    // Reused buffers: a dense id per distinct key, and (key id, time, record index) sorted to walk
+    // each key's records in time order.
+    let mut key_ids: FxHashMap<K, u32> = FxHashMap::default();
+    let mut keys: Vec<Option<K>> = Vec::new();
+    let mut order: Vec<(u32, u64, u32)> = Vec::new();
+    let mut runs: Vec<(u32, u64, u64, A::Acc)> = Vec::new();
+    split_late(records, format!("{name}/pre-sessionize"), name, metrics, move |events, batch_out| {
+        for (index, event) in events.iter().enumerate() {
+            let next_id = key_ids.len() as u32;
+            let id = *key_ids.entry(key_of(&event.data)).or_insert(next_id);
+            order.push((id, event.time.as_millis(), index as u32));
         }
-    });
-    (partials, late)
+        order.sort_unstable();
+        // Chain each key's records while the next one starts before the last one's span ends.
+        let mut current: Option<(u32, u64, u64, A::Acc)> = None;
+        for &(id, time, index) in &order {
+            match &mut current {
+                Some((key, _, last, acc)) if *key == id && time < last.saturating_add(gap_ms) => {
+                    aggregator.add(acc, &events[index as usize].data);
+                    *last = time;
+                }
+                _ => {
+                    let mut acc = aggregator.init();
+                    aggregator.add(&mut acc, &events[index as usize].data);
+                    if let Some(run) = current.replace((id, time, time, acc)) {
+                        runs.push(run);
+                    }
+                }
+            }
+        }
+        runs.extend(current);
+        if !runs.is_empty() {
+            keys.resize_with(key_ids.len(), || None);
+            for (key, id) in key_ids.drain() {
+                keys[id as usize] = Some(key);
+            }
+            // Runs are grouped by key id: the last run of a key takes the key, earlier ones clone it.
+            let mut ordered = runs.drain(..).peekable();
+            while let Some((id, start, last, acc)) = ordered.next() {
+                let shares_key = ordered.peek().is_some_and(|next| next.0 == id);
+                let slot = &mut keys[id as usize];
+                let key = if shares_key { slot.clone() } else { slot.take() }.expect("a key per id");
+                batch_out.push((key, start, last.saturating_add(gap_ms), acc));
+            }
+        }
+        key_ids.clear();
+        keys.clear();
+        order.clear();
+        runs.clear();
+    })
 }
 
 /// What stage 2 needs besides its input: the key's sessions and how to fold and report them.

@@ -13,13 +13,9 @@ use std::hash::{BuildHasher, Hash};
 
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
-use timely::progress::operate::FrontierInterest;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::BuildError;
@@ -28,7 +24,7 @@ use weir_runtime::metrics::OperatorMetrics;
 use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
-use crate::late::relabel_late;
+use crate::late::{relabel_late, split_late, Timed};
 use crate::output_mode::OutputMode;
 use crate::pending::{watermark_of, Pending};
 use crate::window::{WindowAssigner, Windowing};
@@ -142,10 +138,8 @@ impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
 }
 
 type Partial<K, A> = (i64, K, A);
-type Timed<'scope, D> = StreamVec<'scope, EventTime, D>;
 /// Stage 1's outputs: partial results, and records late for this operator.
 type PreAggregated<'scope, K, Acc, D> = (Timed<'scope, Partial<K, Acc>>, Timed<'scope, LateRecord<D>>);
-type VecOutput<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
 
 /// Stage 1: folds each batch into partial results per (window start, key), on the worker that
 /// read it. Records behind the batch's timestamp are late for this operator.
@@ -161,64 +155,26 @@ where
     K: ExchangeData + Hash + Eq + Clone,
     A: Aggregator<D>,
 {
-    let mut builder = OperatorBuilder::new(format!("{name}/pre-aggregate"), records.scope());
-    let mut input = builder.new_input(records, Pipeline);
-    builder.set_notify_for(0, FrontierInterest::Never);
-    let (partials_out, partials) = builder.new_output::<Vec<Partial<K, A::Acc>>>();
-    let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
-    let mut partials_out: VecOutput<Partial<K, A::Acc>> = OutputBuilder::from(partials_out);
-    let mut late_out: VecOutput<LateRecord<D>> = OutputBuilder::from(late_out);
-    let name = name.to_string();
-    let metrics = metrics.clone();
-
-    builder.build(move |_capabilities| {
-        let mut groups: FxHashMap<(i64, K), A::Acc> = FxHashMap::default();
-        let mut assigner = WindowAssigner::new(windowing);
-        let sliding = matches!(windowing, Windowing::Sliding { .. });
-        let mut batch_out: Vec<Partial<K, A::Acc>> = Vec::new();
-        let mut late_batch: Vec<LateRecord<D>> = Vec::new();
-        move |_frontiers| {
-            let mut partials_handle = partials_out.activate();
-            let mut late_handle = late_out.activate();
-            let mut rows_in = 0u64;
-            input.for_each_time(|cap, data| {
-                let stamp = *cap.time();
-                for batch in data {
-                    rows_in += batch.len() as u64;
-                    for event in batch.drain(..) {
-                        if event.time < stamp {
-                            late_batch.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
-                            continue;
-                        }
-                        let key = key_of(&event.data);
-                        if sliding {
-                            assigner.for_each_window_start(event.time, |start| {
-                                let acc = groups.entry((start, key.clone())).or_insert_with(|| aggregator.init());
-                                aggregator.add(acc, &event.data);
-                            });
-                        } else {
-                            let mut start = 0;
-                            assigner.for_each_window_start(event.time, |s| start = s);
-                            let acc = groups.entry((start, key)).or_insert_with(|| aggregator.init());
-                            aggregator.add(acc, &event.data);
-                        }
-                    }
-                }
-                if !groups.is_empty() {
-                    batch_out.extend(groups.drain().map(|((start, key), acc)| (start, key, acc)));
-                    partials_handle.session(&cap).give_container(&mut batch_out);
-                    batch_out.clear();
-                }
-                if !late_batch.is_empty() {
-                    OperatorMetrics::add(&metrics.late_rows, late_batch.len() as u64);
-                    late_handle.session(&cap).give_container(&mut late_batch);
-                    late_batch.clear();
-                }
-            });
-            OperatorMetrics::add(&metrics.rows_in, rows_in);
+    let mut groups: FxHashMap<(i64, K), A::Acc> = FxHashMap::default();
+    let mut assigner = WindowAssigner::new(windowing);
+    let sliding = matches!(windowing, Windowing::Sliding { .. });
+    split_late(records, format!("{name}/pre-aggregate"), name, metrics, move |events, batch_out| {
+        for event in events.drain(..) {
+            let key = key_of(&event.data);
+            if sliding {
+                assigner.for_each_window_start(event.time, |start| {
+                    let acc = groups.entry((start, key.clone())).or_insert_with(|| aggregator.init());
+                    aggregator.add(acc, &event.data);
+                });
+            } else {
+                let mut start = 0;
+                assigner.for_each_window_start(event.time, |s| start = s);
+                let acc = groups.entry((start, key)).or_insert_with(|| aggregator.init());
+                aggregator.add(acc, &event.data);
+            }
         }
-    });
-    (partials, late)
+        batch_out.extend(groups.drain().map(|((start, key), acc)| (start, key, acc)));
+    })
 }
 
 /// Stage 2: on the worker that owns each key, merges partials in timestamp order once their time

@@ -59,6 +59,10 @@ pub struct StateOperatorProgress {
     pub num_rows_dropped_by_watermark: u64,
     /// Estimated bytes of state held now.
     pub memory_used_bytes: i64,
+    /// Operator-specific counts for the interval, as Spark's `customMetrics` (e.g. a dedup's
+    /// `numDroppedDuplicateRows`); absent when the operator has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom_metrics: std::collections::BTreeMap<String, u64>,
 }
 
 /// Progress of one source.
@@ -151,6 +155,17 @@ impl ProgressTracker {
         now.saturating_sub(before)
     }
 
+    /// Spark's `customMetrics` of one operator for the interval: `numDroppedDuplicateRows` for an
+    /// operator that has dropped duplicates.
+    fn custom_metrics(&mut self, op: &crate::metrics::OperatorMetrics) -> std::collections::BTreeMap<String, u64> {
+        let mut custom = std::collections::BTreeMap::new();
+        let duplicates = op.duplicates_dropped.load(Ordering::Relaxed);
+        if duplicates > 0 {
+            custom.insert("numDroppedDuplicateRows".to_string(), self.delta(format!("op-dup/{}", op.name), duplicates));
+        }
+        custom
+    }
+
     /// Makes the report for the interval since the previous one.
     pub fn report(&mut self) -> StreamingQueryProgress {
         let now = Instant::now();
@@ -205,6 +220,7 @@ impl ProgressTracker {
                 num_rows_dropped_by_watermark: self
                     .delta(format!("op-late/{}", op.name), op.late_rows.load(Ordering::Relaxed)),
                 memory_used_bytes: op.memory_bytes.load(Ordering::Relaxed),
+                custom_metrics: self.custom_metrics(&op),
             });
         }
 
@@ -242,5 +258,30 @@ impl ProgressTracker {
         };
         self.batch_id += 1;
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::OperatorMetrics;
+
+    #[test]
+    fn dropped_duplicates_appear_as_spark_custom_metrics_per_interval() {
+        let ctx = QueryContext::ephemeral("progress");
+        let dedup = ctx.metrics().operator("dedup");
+        ctx.metrics().operator("window");
+        let mut tracker = ProgressTracker::new(ctx.clone());
+        OperatorMetrics::add(&dedup.duplicates_dropped, 7);
+        let first = tracker.report();
+        OperatorMetrics::add(&dedup.duplicates_dropped, 2);
+        let second = tracker.report();
+        let custom = |p: &StreamingQueryProgress, name: &str| {
+            p.state_operators.iter().find(|op| op.operator_name == name).unwrap().custom_metrics.clone()
+        };
+        assert_eq!(custom(&first, "dedup").get("numDroppedDuplicateRows"), Some(&7));
+        assert_eq!(custom(&second, "dedup").get("numDroppedDuplicateRows"), Some(&2));
+        assert!(custom(&first, "window").is_empty(), "operators without duplicates have no customMetrics");
+        assert!(first.json().contains("\"customMetrics\":{\"numDroppedDuplicateRows\":7}"), "{}", first.json());
     }
 }

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use weir::jobs::dedup::{Bound, DedupJob};
 
-use super::{duration, query_for, wait, JsonInputArgs, JsonOutputArgs, RunFlags};
+use super::{duration, start_and_wait, JsonInputArgs, JsonOutputArgs, RunFlags};
 
 #[derive(Args, Debug)]
 pub struct DedupArgs {
@@ -46,7 +46,5 @@ pub fn run(args: DedupArgs) -> Result<()> {
         late_output: args.output.late_output,
         time_format: args.output.time_format,
     };
-    let query = query_for(&args.run, "dedup")?;
-    let handle = job.start(query).context("cannot start dedup")?;
-    wait(handle, args.run.seconds.map(Duration::from_secs_f64))
+    start_and_wait(&args.run, "dedup", |query| job.start(query))
 }

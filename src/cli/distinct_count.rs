@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use weir::jobs::distinct_count::{Counting, DistinctCount};
 use weir::operators::hll::{DEFAULT_PRECISION, DEFAULT_RSD};
 use weir::prelude::*;
 
-use super::{duration, query_for, wait, JsonInputArgs, JsonOutputArgs, RunFlags};
+use super::{duration, start_and_wait, JsonInputArgs, JsonOutputArgs, RunFlags};
 
 #[derive(Args, Debug)]
 pub struct DistinctCountArgs {
@@ -74,7 +74,5 @@ pub fn run(args: DistinctCountArgs) -> Result<()> {
         late_output: args.output.late_output,
         time_format: args.output.time_format,
     };
-    let query = query_for(&args.run, "distinct-count")?;
-    let handle = job.start(query).context("cannot start distinct-count")?;
-    wait(handle, args.run.seconds.map(Duration::from_secs_f64))
+    start_and_wait(&args.run, "distinct-count", |query| job.start(query))
 }

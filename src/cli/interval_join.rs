@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use weir::jobs::interval_join::IntervalJoinJob;
 use weir::jobs::json_input::JsonInput;
 use weir::prelude::*;
 
-use super::{duration, query_for, wait, JsonOutputArgs, RunFlags};
+use super::{duration, start_and_wait, JsonOutputArgs, RunFlags};
 
 #[derive(Args, Debug)]
 pub struct IntervalJoinArgs {
@@ -107,7 +107,5 @@ pub fn run(args: IntervalJoinArgs) -> Result<()> {
         late_output: args.output.late_output.clone(),
         time_format: args.output.time_format,
     };
-    let query = query_for(&args.run, "interval-join")?;
-    let handle = job.start(query).context("cannot start interval-join")?;
-    wait(handle, args.run.seconds.map(Duration::from_secs_f64))
+    start_and_wait(&args.run, "interval-join", |query| job.start(query))
 }

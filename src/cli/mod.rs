@@ -155,3 +155,15 @@ pub fn wait(handle: QueryHandle, seconds: Option<Duration>) -> Result<()> {
     handle.await_termination(None)?;
     Ok(())
 }
+
+/// Starts a job with `start` as the query `flags` describe (named `job` unless `--name` says
+/// otherwise), then [`wait`]s for it, for as long as `--seconds` allows.
+pub fn start_and_wait(
+    flags: &RunFlags,
+    job: &str,
+    start: impl FnOnce(Query) -> Result<QueryHandle, BuildError>,
+) -> Result<()> {
+    let query = query_for(flags, job)?;
+    let handle = start(query).with_context(|| format!("cannot start {job}"))?;
+    wait(handle, flags.seconds.map(Duration::from_secs_f64))
+}

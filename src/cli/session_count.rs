@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use weir::jobs::session_count::SessionCount;
 use weir::prelude::*;
 
-use super::{duration, query_for, wait, JsonInputArgs, JsonOutputArgs, RunFlags};
+use super::{duration, start_and_wait, JsonInputArgs, JsonOutputArgs, RunFlags};
 
 #[derive(Args, Debug)]
 pub struct SessionCountArgs {
@@ -41,7 +41,5 @@ pub fn run(args: SessionCountArgs) -> Result<()> {
         late_output: args.output.late_output,
         time_format: args.output.time_format,
     };
-    let query = query_for(&args.run, "session-count")?;
-    let handle = job.start(query).context("cannot start session-count")?;
-    wait(handle, args.run.seconds.map(Duration::from_secs_f64))
+    start_and_wait(&args.run, "session-count", |query| job.start(query))
 }

@@ -8,7 +8,7 @@ use weir::jobs::json_fields::TimeFormat;
 use weir::jobs::window_count::{Input, Output, WindowCount};
 use weir::prelude::*;
 
-use super::{duration, query_for, wait, RunFlags, SinkKind, SourceKind};
+use super::{duration, start_and_wait, RunFlags, SinkKind, SourceKind};
 
 #[derive(Args, Debug)]
 pub struct WindowCountArgs {
@@ -122,7 +122,5 @@ pub fn run(args: WindowCountArgs) -> Result<()> {
         time_format: args.time_format,
         drop_invalid_time: args.drop_invalid_time,
     };
-    let query = query_for(&args.run, "window-count")?;
-    let handle = job.start(query).context("cannot start window-count")?;
-    wait(handle, args.run.seconds.map(Duration::from_secs_f64))
+    start_and_wait(&args.run, "window-count", |query| job.start(query))
 }

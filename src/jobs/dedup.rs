@@ -15,13 +15,13 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use timely::dataflow::operators::vec::Map;
 use weir_connectors::files::JsonLinesSource;
-use weir_connectors::jsonl::JsonLinesSink;
 use weir_operators::dedup::validate_within;
 use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
 
-use super::json_fields::{self, late_line, TimeFormat};
+use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
+use super::json_output::{write_late, write_results};
 
 /// The operator name used in progress reports and late records.
 pub const OPERATOR_NAME: &str = "dedup";
@@ -118,17 +118,8 @@ impl DedupJob {
             Bound::Unbounded => events.dedup_unbounded(ctx, OPERATOR_NAME, key_of)?,
         };
         let lines = unique.records.map(|event| event.data.1);
-        JsonLinesSink::new(&self.output).write_lines(lines, ctx, &format!("jsonl:{}", self.output))?;
-        if let Some(target) = &self.late_output {
-            let late = unique.late.map(move |late| {
-                late_line(
-                    late,
-                    |(_, text)| serde_json::from_str(text).unwrap_or_else(|_| Value::from(text.as_str())),
-                    format,
-                )
-            });
-            JsonLinesSink::new(target).write_lines(late, ctx, &format!("late:{target}"))?;
-        }
-        Ok(())
+        write_results(lines, &self.output, ctx)?;
+        let record = |(_, text): &Keyed| serde_json::from_str(text).unwrap_or_else(|_| Value::from(text.as_str()));
+        write_late(unique.late, self.late_output.as_deref(), ctx, record, format)
     }
 }

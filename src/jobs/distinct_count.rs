@@ -10,13 +10,13 @@
 use serde_json::Value;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
-use weir_connectors::jsonl::JsonLinesSink;
 use weir_operators::hll::{precision_for_rsd, HllError, MAX_PRECISION, MIN_PRECISION};
 use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
 
-use super::json_fields::{self, late_line, TimeFormat};
+use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
+use super::json_output::{write_late, write_results};
 use super::window_count::result_line;
 
 /// The operator name used in progress reports and late records.
@@ -118,11 +118,7 @@ impl DistinctCount {
         let format = self.time_format;
         let lines: StreamVec<'scope, EventTime, String> =
             counted.results.map(move |row| result_line(&row, format).to_string());
-        JsonLinesSink::new(&self.output).write_lines(lines, ctx, &format!("jsonl:{}", self.output))?;
-        if let Some(target) = &self.late_output {
-            let late = counted.late.map(move |late| late_line(late, |r| r.clone(), format));
-            JsonLinesSink::new(target).write_lines(late, ctx, &format!("late:{target}"))?;
-        }
-        Ok(())
+        write_results(lines, &self.output, ctx)?;
+        write_late(counted.late, self.late_output.as_deref(), ctx, Value::clone, format)
     }
 }

@@ -21,12 +21,12 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Operator};
 use timely::dataflow::StreamVec;
-use weir_connectors::jsonl::JsonLinesSink;
 use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
 
 use super::json_fields::{self, late_line, TimeFormat};
 use super::json_input::JsonInput;
+use super::json_output::{write_late_lines, write_results};
 
 /// The operator name used in progress reports and late records.
 pub const OPERATOR_NAME: &str = "interval-join";
@@ -136,17 +136,13 @@ impl IntervalJoinJob {
             let text = |row: Option<JsonRow>| row.map_or_else(|| "null".to_string(), |r| r.json);
             (event.time, format!("{{\"left\":{},\"right\":{}}}", text(left), text(right)))
         });
-        JsonLinesSink::new(&self.output).write_lines(at_own_time(lines), ctx, &format!("jsonl:{}", self.output))?;
+        write_results(at_own_time(lines), &self.output, ctx)?;
 
         if let Some(target) = &self.late_output {
             let format = self.time_format;
             let left_late = joined.late_left.map(move |late| late_json_line(late, "left", format));
             let right_late = joined.late_right.map(move |late| late_json_line(late, "right", format));
-            JsonLinesSink::new(target).write_lines(
-                at_own_time(left_late.concat(right_late)),
-                ctx,
-                &format!("late:{target}"),
-            )?;
+            write_late_lines(at_own_time(left_late.concat(right_late)), Some(target), ctx)?;
         }
         Ok(())
     }

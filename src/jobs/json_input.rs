@@ -40,14 +40,7 @@ impl JsonInput {
 
     /// The watermark settings.
     pub fn watermark_options(&self) -> WatermarkOptions {
-        let mut options = WatermarkOptions::with_delay(self.watermark_delay);
-        if let Some(idle) = self.idle_timeout {
-            options = options.idle_timeout(idle);
-        }
-        if self.drop_invalid_time {
-            options = options.invalid_time(InvalidTimePolicy::DropAndCount);
-        }
-        options
+        watermark_options(self.watermark_delay, self.idle_timeout, self.drop_invalid_time)
     }
 
     /// The records as an event stream (on-time and late at their source).
@@ -60,4 +53,18 @@ impl JsonInput {
             self.watermark_options(),
         )
     }
+}
+
+/// Watermark settings from the jobs' flags: the allowed lateness, when an idle partition stops
+/// holding the watermark back, and whether records with an unreadable event time are dropped and
+/// counted instead of failing the query.
+pub fn watermark_options(delay: Duration, idle_timeout: Option<Duration>, drop_invalid_time: bool) -> WatermarkOptions {
+    let mut options = WatermarkOptions::with_delay(delay);
+    if let Some(idle) = idle_timeout {
+        options = options.idle_timeout(idle);
+    }
+    if drop_invalid_time {
+        options = options.invalid_time(InvalidTimePolicy::DropAndCount);
+    }
+    options
 }

@@ -5,5 +5,6 @@ pub mod distinct_count;
 pub mod interval_join;
 pub mod json_fields;
 pub mod json_input;
+pub mod json_output;
 pub mod session_count;
 pub mod window_count;

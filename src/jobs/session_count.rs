@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use timely::dataflow::operators::vec::Map;
-use weir_connectors::jsonl::JsonLinesSink;
 use weir_operators::prelude::*;
 use weir_operators::session_window::validate_session;
 use weir_runtime::prelude::*;
 
-use super::json_fields::{self, late_line, TimeFormat};
+use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
+use super::json_output::{write_late, write_results};
 use super::window_count::result_line;
 
 /// The operator name used in progress reports and late records.
@@ -66,11 +66,7 @@ impl SessionCount {
                 json_fields::key_of(record, &key_field)
             })?;
         let lines = sessions.results.map(move |row| result_line(&row, format).to_string());
-        JsonLinesSink::new(&self.output).write_lines(lines, ctx, &format!("jsonl:{}", self.output))?;
-        if let Some(target) = &self.late_output {
-            let late = sessions.late.map(move |late| late_line(late, |r| r.clone(), format));
-            JsonLinesSink::new(target).write_lines(late, ctx, &format!("late:{target}"))?;
-        }
-        Ok(())
+        write_results(lines, &self.output, ctx)?;
+        write_late(sessions.late, self.late_output.as_deref(), ctx, Value::clone, format)
     }
 }

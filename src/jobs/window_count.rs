@@ -9,12 +9,12 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 use weir_connectors::console::ConsoleSink;
 use weir_connectors::files::JsonLinesSource;
-use weir_connectors::jsonl::JsonLinesSink;
 use weir_connectors::rate::{RateRow, RateSource};
 use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
 
-use super::json_fields::{self, late_line, TimeFormat};
+use super::json_fields::{self, TimeFormat};
+use super::json_output::{write_late, write_results};
 
 /// Where the records come from.
 #[derive(Clone, Debug)]
@@ -119,14 +119,7 @@ impl WindowCount {
     }
 
     fn watermark_options(&self) -> WatermarkOptions {
-        let mut options = WatermarkOptions::with_delay(self.watermark_delay);
-        if let Some(idle) = self.idle_timeout {
-            options = options.idle_timeout(idle);
-        }
-        if self.drop_invalid_time {
-            options = options.invalid_time(InvalidTimePolicy::DropAndCount);
-        }
-        options
+        super::json_input::watermark_options(self.watermark_delay, self.idle_timeout, self.drop_invalid_time)
     }
 
     fn build<'scope>(
@@ -150,7 +143,7 @@ impl WindowCount {
                         json_fields::key_of(record, &key_field)
                     })?;
                 self.write(counts.results, ctx)?;
-                self.write_late(counts.late.map(move |late| late_line(late, |r| r.clone(), format)), ctx)
+                write_late(counts.late, self.late_output.as_deref(), ctx, Value::clone, format)
             }
             Input::Rate { rows_per_second, keys, partitions, rows, unthrottled, max_skew } => {
                 let mut source = RateSource::new(*rows_per_second).num_partitions(*partitions).max_skew(*max_skew);
@@ -170,16 +163,8 @@ impl WindowCount {
                     move |row: &RateRow| (row.value % keys).to_string(),
                 )?;
                 self.write(counts.results, ctx)?;
-                self.write_late(
-                    counts.late.map(move |late| {
-                        late_line(
-                            late,
-                            |r: &RateRow| json!({"timestamp": r.timestamp.as_millis(), "value": r.value}),
-                            format,
-                        )
-                    }),
-                    ctx,
-                )
+                let record = |r: &RateRow| json!({"timestamp": r.timestamp.as_millis(), "value": r.value});
+                write_late(counts.late, self.late_output.as_deref(), ctx, record, format)
             }
         }
     }
@@ -193,7 +178,7 @@ impl WindowCount {
         match &self.output {
             Output::JsonLines(target) => {
                 let lines = results.map(move |row| result_line(&row, format).to_string());
-                JsonLinesSink::new(target).write_lines(lines, ctx, &format!("jsonl:{target}"))
+                write_results(lines, target, ctx)
             }
             Output::Console { num_rows, truncate } => {
                 let rows = results.map(move |row| TableRow {
@@ -204,17 +189,6 @@ impl WindowCount {
                 });
                 ConsoleSink::new().num_rows(*num_rows).truncate(*truncate).write(rows, ctx, "console")
             }
-        }
-    }
-
-    fn write_late<'scope>(
-        &self,
-        late: StreamVec<'scope, EventTime, String>,
-        ctx: &QueryContext,
-    ) -> Result<(), BuildError> {
-        match &self.late_output {
-            Some(target) => JsonLinesSink::new(target).write_lines(late, ctx, &format!("late:{target}")),
-            None => Ok(()),
         }
     }
 }

@@ -79,11 +79,9 @@ use std::hash::BuildHasher;
 use std::rc::Rc;
 
 use rustc_hash::FxBuildHasher;
-use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
-use timely::progress::operate::FrontierInterest;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::BuildError;
@@ -93,7 +91,7 @@ use weir_runtime::state::{StateKey, StateValue};
 use weir_runtime::time::EventTime;
 
 pub use self::handle::{Fired, KeyedState};
-use crate::late::relabel_late;
+use crate::late::{relabel_late, split_late};
 
 /// The records of one key at one event time, as the function receives them: iterate to take
 /// them (in `D: Ord` order); `len()` says how many there are.
@@ -185,55 +183,11 @@ fn key_records<'scope, K: ExchangeData + std::hash::Hash, D: ExchangeData>(
     key_of: Rc<dyn Fn(&D) -> K>,
     metrics: &std::sync::Arc<OperatorMetrics>,
 ) -> (Timed<'scope, Keyed<K, D>>, Timed<'scope, LateRecord<D>>) {
-    use timely::container::CapacityContainerBuilder;
-    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-    use timely::dataflow::operators::generic::OutputBuilder;
-
-    let mut builder = OperatorBuilder::new(format!("{name}/key"), records.scope());
-    let mut input = builder.new_input(records, Pipeline);
-    builder.set_notify_for(0, FrontierInterest::Never);
-    let (keyed_out, keyed) = builder.new_output::<Vec<Keyed<K, D>>>();
-    let (late_out, late) = builder.new_output::<Vec<LateRecord<D>>>();
-    let mut keyed_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<Keyed<K, D>>>> =
-        OutputBuilder::from(keyed_out);
-    let mut late_out: OutputBuilder<EventTime, CapacityContainerBuilder<Vec<LateRecord<D>>>> =
-        OutputBuilder::from(late_out);
-    let name = name.to_string();
-    let metrics = metrics.clone();
-    builder.build(move |_capabilities| {
-        let mut keyed_batch: Vec<Keyed<K, D>> = Vec::new();
-        let mut late_batch: Vec<LateRecord<D>> = Vec::new();
-        move |_frontiers| {
-            let mut keyed_handle = keyed_out.activate();
-            let mut late_handle = late_out.activate();
-            let (mut rows_in, mut late_rows) = (0u64, 0u64);
-            input.for_each_time(|cap, data| {
-                let stamp = *cap.time();
-                for batch in data {
-                    rows_in += batch.len() as u64;
-                    for event in batch.drain(..) {
-                        if event.time < stamp {
-                            late_batch.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
-                        } else {
-                            let key = key_of(&event.data);
-                            let hash = FxBuildHasher.hash_one(&key);
-                            keyed_batch.push((event.time, hash, key, event.data));
-                        }
-                    }
-                }
-                if !keyed_batch.is_empty() {
-                    keyed_handle.session(&cap).give_container(&mut keyed_batch);
-                    keyed_batch.clear();
-                }
-                if !late_batch.is_empty() {
-                    late_rows += late_batch.len() as u64;
-                    late_handle.session(&cap).give_container(&mut late_batch);
-                    late_batch.clear();
-                }
-            });
-            OperatorMetrics::add(&metrics.rows_in, rows_in);
-            OperatorMetrics::add(&metrics.late_rows, late_rows);
-        }
-    });
-    (keyed, late)
+    split_late(records, format!("{name}/key"), name, metrics, move |events, keyed| {
+        keyed.extend(events.drain(..).map(|event| {
+            let key = key_of(&event.data);
+            let hash = FxBuildHasher.hash_one(&key);
+            (event.time, hash, key, event.data)
+        }))
+    })
 }
