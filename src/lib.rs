@@ -18,6 +18,7 @@
 //! ```
 
 pub mod jobs;
+pub mod nexmark;
 pub mod signals;
 
 pub use weir_connectors as connectors;

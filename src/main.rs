@@ -16,11 +16,19 @@ struct Cli {
     verbose: u8,
 }
 
+// Parsed once per process: boxing the large `Run(Job)` variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a ready-made job.
     #[command(subcommand)]
     Run(Job),
+    /// Run a benchmark (e.g. `weir bench nexmark --query q1 --events 10000000 -w 2`).
+    #[command(subcommand)]
+    Bench(cli::bench::Bench),
+    /// A schema registry speaking Confluent Schema Registry's REST API.
+    #[command(subcommand)]
+    Registry(cli::registry::RegistryCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,10 +76,12 @@ fn init_logging(verbose: u8) {
 
 fn run(command: Command) -> Result<()> {
     match command {
+        Command::Bench(bench) => cli::bench::run(bench),
         Command::Run(Job::WindowCount(args)) => cli::window_count::run(args),
         Command::Run(Job::SessionCount(args)) => cli::session_count::run(args),
         Command::Run(Job::Dedup(args)) => cli::dedup::run(args),
         Command::Run(Job::DistinctCount(args)) => cli::distinct_count::run(args),
         Command::Run(Job::IntervalJoin(args)) => cli::interval_join::run(args),
+        Command::Registry(command) => cli::registry::run(command),
     }
 }

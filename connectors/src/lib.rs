@@ -13,7 +13,9 @@ pub mod files;
 pub mod foreach;
 pub mod jsonl;
 pub mod memory;
+pub mod nexmark;
 pub mod rate;
+pub mod registry;
 
 pub use console::ConsoleSink;
 pub use files::JsonLinesSource;

@@ -1,9 +1,11 @@
 //! The pieces every `weir run` job shares: worker and cluster flags, progress output, the JSON
 //! input and output flags, and waiting for the query to end. One file per job beside this one.
 
+pub mod bench;
 pub mod dedup;
 pub mod distinct_count;
 pub mod interval_join;
+pub mod registry;
 pub mod session_count;
 pub mod window_count;
 
