@@ -53,7 +53,7 @@ done
 step "benches (short runs; full numbers: cargo bench)"
 WEIR_BENCH_ROWS="${WEIR_BENCH_ROWS:-4000000}" cargo bench --bench window_count
 # The operator benches, each on a small input: they must run and check their results.
-for bench in lookup_join session dedup distinct interval_join keyed_state; do
+for bench in lookup_join session dedup distinct interval_join keyed_state nexmark; do
   WEIR_BENCH_ROWS="${WEIR_BENCH_SMALL_ROWS:-200000}" cargo bench --bench "$bench"
 done
 
