@@ -17,6 +17,9 @@ pub enum Bench {
 #[derive(Args, Debug, Clone)]
 pub struct NexmarkArgs {
     /// The query: q0, q1, q2, q5 or q7.
+    /// Also q15, q15-hll, q16, q16-hll (bidding/channel statistics per day, exact or HyperLogLog++ distinct counts).
+    /// And q18 (last bid per bidder and auction, an update stream), q12 (bids per bidder per 10 s of processing time).
+    /// And q3, q4, q8, q11 (local item suggestion, average closing price per category, new users, user sessions).
     #[arg(long, default_value = "q0")]
     pub query: String,
     /// Events to generate in total.

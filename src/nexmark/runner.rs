@@ -14,7 +14,7 @@ use super::{q0, q1, q2, q5, q7, NexmarkSource};
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
 pub struct NexmarkRun {
-    /// The query's name (`q0`, `q1`, `q2`, `q5`, `q7`).
+    /// The query's name, one of [`super::QUERIES`] (e.g. `q5`, `q15-hll`).
     pub query: String,
     /// Events generated in total.
     pub events: u64,
@@ -96,8 +96,39 @@ pub fn run(run: NexmarkRun) -> Result<NexmarkReport, Box<dyn std::error::Error +
                 "q5" => {
                     q5::q5(ctx, events)?.records.inspect_batch(count!());
                 }
+                "q11" => {
+                    super::q11::q11(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q3" => {
+                    super::q3::q3(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q8" => {
+                    super::q8::q8(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q4" => {
+                    let lifetime = super::q4::max_auction_lifetime(&source);
+                    super::q4::q4(ctx, events, lifetime)?.records.inspect_batch(count!());
+                }
                 "q7" => {
                     q7::q7(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q15" => {
+                    super::q15::q15(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q15-hll" => {
+                    super::q15::q15_hll(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q16" => {
+                    super::q16::q16(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q16-hll" => {
+                    super::q16::q16_hll(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q18" => {
+                    super::q18::q18(ctx, events)?.records.inspect_batch(count!());
+                }
+                "q12" => {
+                    super::q12::q12(ctx, events)?.records.inspect_batch(count!());
                 }
                 other => unreachable!("query {other} was checked"),
             }
