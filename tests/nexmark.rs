@@ -1,13 +1,15 @@
 //! The Nexmark generator (proportions, determinism, partition independence, event times) and the
 //! queries, each checked against a batch computation over the same generated events.
 
+mod support;
+
 use std::collections::BTreeMap;
 
+use support::nexmark::{run_query, sorted_with_times};
 use weir::connectors::nexmark::generator::{kind_of, EventKind, FIRST_AUCTION_ID, FIRST_PERSON_ID};
 use weir::nexmark::q1::dollars_to_euros;
 use weir::nexmark::q2::AuctionPrice;
 use weir::nexmark::{q0, q1, q2, Bid, Event, NexmarkSource};
-use weir::prelude::*;
 use weir::runtime::source::{PartitionReader, ReadStatus, Source};
 
 fn kind(event: &Event) -> EventKind {
@@ -154,59 +156,12 @@ fn batch_bids() -> Vec<Bid> {
     batch_events().into_iter().filter_map(Event::into_bid).collect()
 }
 
-/// Runs `query` on `workers` workers over the generated events (one partition per worker) and
-/// returns its records sorted, checking each is stamped no later than its event time and that no
-/// record was late.
-fn run_query<D, F>(workers: usize, query: F) -> Vec<(EventTime, D)>
-where
-    D: Clone + Send + Ord + std::fmt::Debug + 'static,
-    F: for<'s> Fn(
-            &QueryContext,
-            weir::runtime::event::EventStream<'s, Event>,
-        ) -> weir::runtime::event::EventStream<'s, D>
-        + Send
-        + Sync
-        + 'static,
-{
-    let out: Collector<weir::runtime::event::Event<D>> = Collector::new();
-    let late: Collector<weir::runtime::event::LateRecord<D>> = Collector::new();
-    let (out2, late2) = (out.clone(), late.clone());
-    let handle = Query::new("nexmark-test")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = source().partitions(workers).stream(scope, ctx);
-            let result = query(ctx, events);
-            out2.attach(result.records, ctx, "out");
-            late2.attach(result.late, ctx, "late");
-            Ok(())
-        })
-        .unwrap();
-    handle.await_termination(None).unwrap();
-    assert!(late.is_empty(), "no record is late with the source's watermark delay");
-    let mut rows: Vec<(EventTime, D)> = out
-        .take()
-        .into_iter()
-        .map(|(stamp, event)| {
-            assert!(stamp <= event.time, "stamped after its event time");
-            (event.time, event.data)
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-fn sorted_with_times<D: Ord>(rows: impl IntoIterator<Item = (u64, D)>) -> Vec<(EventTime, D)> {
-    let mut rows: Vec<(EventTime, D)> = rows.into_iter().map(|(t, d)| (EventTime::from_millis(t), d)).collect();
-    rows.sort();
-    rows
-}
-
 #[test]
 fn q0_passes_every_bid_through() {
     let expected = sorted_with_times(batch_bids().into_iter().map(|b| (b.date_time, b)));
     assert_eq!(expected.len(), (EVENTS / 50 * 46) as usize);
     for workers in [1, 3] {
-        assert_eq!(run_query(workers, |_, events| q0::q0(events)), expected, "{workers} worker(s)");
+        assert_eq!(run_query(source(), workers, |_, events| q0::q0(events)), expected, "{workers} worker(s)");
     }
 }
 
@@ -219,7 +174,7 @@ fn q1_converts_every_price_to_euros() {
     assert!(expected.iter().any(|(_, b)| b.price > 0));
     assert_eq!(dollars_to_euros(1000), 908);
     for workers in [1, 2] {
-        assert_eq!(run_query(workers, |_, events| q1::q1(events)), expected, "{workers} worker(s)");
+        assert_eq!(run_query(source(), workers, |_, events| q1::q1(events)), expected, "{workers} worker(s)");
     }
 }
 
@@ -233,7 +188,7 @@ fn q2_selects_auctions_divisible_by_123() {
     );
     assert!(expected.len() > 10, "the input has bids on auctions divisible by 123 ({})", expected.len());
     for workers in [1, 3] {
-        assert_eq!(run_query(workers, |_, events| q2::q2(events)), expected, "{workers} worker(s)");
+        assert_eq!(run_query(source(), workers, |_, events| q2::q2(events)), expected, "{workers} worker(s)");
     }
 }
 
@@ -265,7 +220,7 @@ fn q5_reports_the_auctions_with_the_most_bids_per_sliding_window() {
     assert_eq!(max.len(), 14);
     assert!(expected.len() >= 14);
     for workers in [1, 3] {
-        let rows = run_query(workers, |ctx, events| q5(ctx, events).unwrap());
+        let rows = run_query(source(), workers, |ctx, events| q5(ctx, events).unwrap());
         assert_eq!(rows, expected, "{workers} worker(s)");
     }
 }
@@ -286,7 +241,11 @@ fn q7_reports_the_highest_bids_per_tumbling_window() {
     assert!(max.len() >= 2);
     assert!(expected.len() >= max.len());
     for workers in [1, 3] {
-        assert_eq!(run_query(workers, |ctx, events| q7(ctx, events).unwrap()), expected, "{workers} worker(s)");
+        assert_eq!(
+            run_query(source(), workers, |ctx, events| q7(ctx, events).unwrap()),
+            expected,
+            "{workers} worker(s)"
+        );
     }
 }
 

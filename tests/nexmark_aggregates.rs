@@ -2,12 +2,15 @@
 //! through `Query` with 1 and 3 workers on the generator's events and compared with a batch
 //! computation over `Generator::event(n)` written from the queries' definitions.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use support::nexmark::run_query;
 use weir::nexmark::q15::{q15, q15_hll, BidStats, DayBidStats};
 use weir::nexmark::q16::{q16, q16_hll, ChannelDayStats};
-use weir::nexmark::{Bid, Event, NexmarkSource};
+use weir::nexmark::{Bid, NexmarkSource};
 use weir::prelude::*;
 
 const EVENTS: u64 = 20_000;
@@ -27,46 +30,6 @@ fn source() -> NexmarkSource {
 fn batch_bids() -> Vec<Bid> {
     let generator = source().generator();
     (0..EVENTS).filter_map(|n| generator.event(n).into_bid()).collect()
-}
-
-/// Runs `query` on `workers` workers; returns its rows (event time, row) sorted, checking none is
-/// stamped after its event time and nothing is late.
-fn run_query<D, F>(workers: usize, query: F) -> Vec<(EventTime, D)>
-where
-    D: Clone + Send + Ord + std::fmt::Debug + 'static,
-    F: for<'s> Fn(
-            &QueryContext,
-            weir::runtime::event::EventStream<'s, Event>,
-        ) -> weir::runtime::event::EventStream<'s, D>
-        + Send
-        + Sync
-        + 'static,
-{
-    let out: Collector<weir::runtime::event::Event<D>> = Collector::new();
-    let late: Collector<weir::runtime::event::LateRecord<D>> = Collector::new();
-    let (out2, late2) = (out.clone(), late.clone());
-    let handle = Query::new("nexmark-aggregates-test")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = source().partitions(workers).stream(scope, ctx);
-            let result = query(ctx, events);
-            out2.attach(result.records, ctx, "out");
-            late2.attach(result.late, ctx, "late");
-            Ok(())
-        })
-        .unwrap();
-    handle.await_termination(None).unwrap();
-    assert!(late.is_empty(), "no record is late with the source's watermark delay");
-    let mut rows: Vec<(EventTime, D)> = out
-        .take()
-        .into_iter()
-        .map(|(stamp, event)| {
-            assert!(stamp <= event.time, "stamped after its event time");
-            (event.time, event.data)
-        })
-        .collect();
-    rows.sort();
-    rows
 }
 
 /// The statistics of a group of bids, from the definition: rank 1 below 10,000 cents, rank 2
@@ -151,7 +114,11 @@ fn q15_reports_exact_bid_statistics_per_day() {
         assert!(s.bidders[0] > 100 && s.auctions[0] > 100, "distinct counts beyond HLL's exact range: {s:?}");
     }
     for workers in [1, 3] {
-        assert_eq!(run_query(workers, |ctx, events| q15(ctx, events).unwrap()), expected, "{workers} worker(s)");
+        assert_eq!(
+            run_query(source(), workers, |ctx, events| q15(ctx, events).unwrap()),
+            expected,
+            "{workers} worker(s)"
+        );
     }
 }
 
@@ -159,7 +126,7 @@ fn q15_reports_exact_bid_statistics_per_day() {
 fn q15_hll_estimates_distinct_counts_within_the_error() {
     let expected = expected_q15();
     for workers in [1, 2] {
-        let got = run_query(workers, |ctx, events| q15_hll(ctx, events).unwrap());
+        let got = run_query(source(), workers, |ctx, events| q15_hll(ctx, events).unwrap());
         assert_eq!(got.len(), expected.len(), "{workers} worker(s)");
         for ((got_time, got), (want_time, want)) in got.iter().zip(&expected) {
             assert_eq!((got_time, got.day_start), (want_time, want.day_start));
@@ -173,7 +140,11 @@ fn q16_reports_exact_bid_statistics_per_day_and_channel() {
     let expected = expected_q16();
     assert!(expected.len() > 100, "many channels");
     for workers in [1, 3] {
-        assert_eq!(run_query(workers, |ctx, events| q16(ctx, events).unwrap()), expected, "{workers} worker(s)");
+        assert_eq!(
+            run_query(source(), workers, |ctx, events| q16(ctx, events).unwrap()),
+            expected,
+            "{workers} worker(s)"
+        );
     }
 }
 
@@ -181,7 +152,7 @@ fn q16_reports_exact_bid_statistics_per_day_and_channel() {
 fn q16_hll_estimates_distinct_counts_per_channel_within_the_error() {
     let expected = expected_q16();
     for workers in [1, 2] {
-        let got = run_query(workers, |ctx, events| q16_hll(ctx, events).unwrap());
+        let got = run_query(source(), workers, |ctx, events| q16_hll(ctx, events).unwrap());
         assert_eq!(got.len(), expected.len(), "{workers} worker(s)");
         for ((got_time, got), (want_time, want)) in got.iter().zip(&expected) {
             assert_eq!((got_time, got.day_start, &got.channel), (want_time, want.day_start, &want.channel));
@@ -221,7 +192,7 @@ fn q18_ends_with_the_last_bid_of_every_bidder_and_auction() {
     assert!(last.len() > 1_000 && last.len() < bids.len(), "keys with several bids exist");
     let input: BTreeSet<&Bid> = bids.iter().collect();
     for workers in [1, 3] {
-        let rows = run_query(workers, |ctx, events| q18(ctx, events).unwrap());
+        let rows = run_query(source(), workers, |ctx, events| q18(ctx, events).unwrap());
         // Each row is a bid of the input, at its own event time; the latest update of a key is its
         // last bid. (Rows are sorted by time here, so the emission order is not checked.)
         let mut seen: BTreeMap<(u64, u64), Bid> = BTreeMap::new();
@@ -250,7 +221,7 @@ fn q12_counts_every_bid_once_in_a_processing_time_window_of_its_bidder() {
     // 10 s as the query, and 3 ms so that windows close while bids still arrive.
     for (workers, size) in [(1, 10_000), (3, 10_000), (1, 3), (2, 3)] {
         let rows: Vec<(EventTime, BidderCount)> =
-            run_query(workers, move |ctx, events| q12_with(ctx, events, size).unwrap());
+            run_query(source(), workers, move |ctx, events| q12_with(ctx, events, size).unwrap());
         let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         let mut counted: BTreeMap<u64, u64> = BTreeMap::new();
         let mut windows = BTreeSet::new();

@@ -3,10 +3,12 @@
 //! and 2/3 workers and compared exactly (rows and event times) with a batch computation over the
 //! generator's events, and through the CLI runner (`weir bench nexmark --query qN --json`, its row count).
 
+mod support;
+
 use std::collections::BTreeMap;
 
+use support::nexmark::{run_query, sorted_with_times};
 use weir::nexmark::{Bid, Event, NexmarkSource};
-use weir::prelude::*;
 
 const EVENTS: u64 = 20_000;
 
@@ -23,52 +25,6 @@ fn batch_events(rate: u64) -> Vec<Event> {
 
 fn batch_bids(rate: u64) -> Vec<Bid> {
     batch_events(rate).into_iter().filter_map(Event::into_bid).collect()
-}
-
-/// Runs `query` on `workers` workers (one generator partition each) and returns its records
-/// sorted, checking each is stamped no later than its event time and that nothing was late.
-fn run_query<D, F>(rate: u64, workers: usize, query: F) -> Vec<(EventTime, D)>
-where
-    D: Clone + Send + Ord + std::fmt::Debug + 'static,
-    F: for<'s> Fn(
-            &QueryContext,
-            weir::runtime::event::EventStream<'s, Event>,
-        ) -> weir::runtime::event::EventStream<'s, D>
-        + Send
-        + Sync
-        + 'static,
-{
-    let out: Collector<weir::runtime::event::Event<D>> = Collector::new();
-    let late: Collector<weir::runtime::event::LateRecord<D>> = Collector::new();
-    let (out2, late2) = (out.clone(), late.clone());
-    let handle = Query::new("nexmark-joins-test")
-        .workers(workers)
-        .start(move |scope, ctx| {
-            let events = source(rate).partitions(workers).stream(scope, ctx);
-            let result = query(ctx, events);
-            out2.attach(result.records, ctx, "out");
-            late2.attach(result.late, ctx, "late");
-            Ok(())
-        })
-        .unwrap();
-    handle.await_termination(None).unwrap();
-    assert!(late.is_empty(), "no record is late with the source's watermark delay");
-    let mut rows: Vec<(EventTime, D)> = out
-        .take()
-        .into_iter()
-        .map(|(stamp, event)| {
-            assert!(stamp <= event.time, "stamped after its event time");
-            (event.time, event.data)
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-fn sorted_with_times<D: Ord>(rows: impl IntoIterator<Item = (u64, D)>) -> Vec<(EventTime, D)> {
-    let mut rows: Vec<(EventTime, D)> = rows.into_iter().map(|(t, d)| (EventTime::from_millis(t), d)).collect();
-    rows.sort();
-    rows
 }
 
 /// Runs `weir bench nexmark --query <query> --json` on the test's input with `workers` workers
@@ -122,7 +78,11 @@ fn q11_reports_each_bidders_sessions_with_a_10_s_gap() {
     });
     assert!(per_bidder.values().any(|&n| n > 1));
     for workers in [1, 3] {
-        assert_eq!(run_query(RATE, workers, |ctx, events| q11(ctx, events).unwrap()), expected, "{workers} worker(s)");
+        assert_eq!(
+            run_query(source(RATE), workers, |ctx, events| q11(ctx, events).unwrap()),
+            expected,
+            "{workers} worker(s)"
+        );
         assert_eq!(cli_output_rows("q11", RATE, workers), expected.len() as u64, "CLI, {workers} worker(s)");
     }
 }
@@ -154,7 +114,11 @@ fn q3_joins_local_sellers_with_their_category_10_auctions() {
     }));
     assert!(expected.len() > 20, "the input has local category-10 auctions ({})", expected.len());
     for workers in [1, 2] {
-        assert_eq!(run_query(RATE, workers, |ctx, events| q3(ctx, events).unwrap()), expected, "{workers} worker(s)");
+        assert_eq!(
+            run_query(source(RATE), workers, |ctx, events| q3(ctx, events).unwrap()),
+            expected,
+            "{workers} worker(s)"
+        );
         assert_eq!(cli_output_rows("q3", RATE, workers), expected.len() as u64, "CLI, {workers} worker(s)");
     }
 }
@@ -183,7 +147,11 @@ fn q8_reports_persons_who_sold_in_the_window_they_registered_in() {
     }));
     assert!(expected.len() > 20, "the input has new users ({})", expected.len());
     for workers in [1, 3] {
-        assert_eq!(run_query(RATE, workers, |ctx, events| q8(ctx, events).unwrap()), expected, "{workers} worker(s)");
+        assert_eq!(
+            run_query(source(RATE), workers, |ctx, events| q8(ctx, events).unwrap()),
+            expected,
+            "{workers} worker(s)"
+        );
         assert_eq!(cli_output_rows("q8", RATE, workers), expected.len() as u64, "CLI, {workers} worker(s)");
     }
 }
@@ -235,7 +203,7 @@ fn q4_averages_the_winning_bids_per_category_as_auctions_close() {
     assert_eq!(closed.len(), 5, "all five categories have closed auctions");
     assert!(winning.len() > 100 && winning.len() < auctions.len(), "some auctions close without bids");
     for workers in [1, 2] {
-        let rows = run_query(RATE, workers, move |ctx, events| {
+        let rows = run_query(source(RATE), workers, move |ctx, events| {
             q4(ctx, events, std::time::Duration::from_millis(lifetime)).unwrap()
         });
         assert_eq!(rows, expected, "{workers} worker(s)");

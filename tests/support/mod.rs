@@ -6,6 +6,8 @@
 //! binary. Everything specific to one operator stays in its test file.
 #![allow(dead_code)]
 
+pub mod nexmark;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
