@@ -12,6 +12,7 @@ pub mod console;
 pub mod files;
 pub mod foreach;
 pub mod jsonl;
+pub mod kafka;
 pub mod memory;
 pub mod nexmark;
 pub mod rate;
