@@ -18,6 +18,7 @@
 //! ```
 
 pub mod jobs;
+pub mod metrics_endpoint;
 pub mod nexmark;
 pub mod signals;
 

@@ -23,12 +23,22 @@ enum Command {
     /// Run a ready-made job.
     #[command(subcommand)]
     Run(Job),
+    /// Print a ready-made job's dataflow plan without running it: operators, what bounds their
+    /// state (UNBOUNDED if nothing), which watermark each sees, output modes and exchanges
+    /// (e.g. `weir explain window-count --window 10s --input events.jsonl`; --dot for Graphviz).
+    Explain(cli::explain::ExplainArgs),
     /// Run a benchmark (e.g. `weir bench nexmark --query q1 --events 10000000 -w 2`).
     #[command(subcommand)]
     Bench(cli::bench::Bench),
     /// A schema registry speaking Confluent Schema Registry's REST API.
     #[command(subcommand)]
     Registry(cli::registry::RegistryCommand),
+    /// Kafka helpers (e.g. `weir kafka produce-test-data --brokers 127.0.0.1:9092 --topic events`).
+    #[command(subcommand)]
+    Kafka(cli::kafka::KafkaCommand),
+    /// Debugging helpers (e.g. `weir debug decode --brokers .. --topic .. --offset 42`).
+    #[command(subcommand)]
+    Debug(cli::debug::DebugCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,11 +87,17 @@ fn init_logging(verbose: u8) {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Bench(bench) => cli::bench::run(bench),
+        Command::Explain(args) => {
+            cli::explain::explain_instead_of_running(args.format());
+            run(Command::Run(args.job))
+        }
         Command::Run(Job::WindowCount(args)) => cli::window_count::run(args),
         Command::Run(Job::SessionCount(args)) => cli::session_count::run(args),
         Command::Run(Job::Dedup(args)) => cli::dedup::run(args),
         Command::Run(Job::DistinctCount(args)) => cli::distinct_count::run(args),
         Command::Run(Job::IntervalJoin(args)) => cli::interval_join::run(args),
         Command::Registry(command) => cli::registry::run(command),
+        Command::Kafka(command) => cli::kafka::run(command),
+        Command::Debug(command) => cli::debug::run(command),
     }
 }

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod console;
 pub mod files;
 pub mod foreach;

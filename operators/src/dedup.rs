@@ -168,6 +168,21 @@ where
 {
     let worker = events.records.scope().index();
     let store: StateStore<K, u64> = open_store(ctx, name, worker)?;
+    let state = match within {
+        Some(ms) => weir_runtime::plan::StateBound::DedupHorizon(format!(
+            "a key is forgotten when the watermark passes its first time + {}",
+            weir_runtime::plan::format_duration(std::time::Duration::from_millis(ms))
+        )),
+        None => weir_runtime::plan::StateBound::Unbounded(
+            "dedup_unbounded keeps every key it has ever seen".to_string(),
+        ),
+    };
+    ctx.plan().record(
+        weir_runtime::plan::OperatorPlan::operator(name, "deduplication")
+            .state(state)
+            .output_mode("append (first record per key)")
+            .exchange("records by key"),
+    );
     let metrics = ctx.metrics().operator(name);
     let (keyed, operator_late) = key_and_split_late(events.records, name, key_of, &metrics);
     let records = deduplicate(keyed, ctx.clone(), name, within, store, metrics.clone());

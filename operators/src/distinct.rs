@@ -49,7 +49,8 @@ use std::hash::Hash;
 
 use rustc_hash::FxHashSet;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::aggregate::Aggregator;
 use crate::hll::{precision_for_rsd, HllError, HyperLogLogPlusPlus, DEFAULT_PRECISION, MAX_PRECISION, MIN_PRECISION};
@@ -76,28 +77,108 @@ where
     F: Fn(&D) -> V + Clone + 'static,
     V: Eq + Hash + Clone + Serialize + DeserializeOwned + Send + 'static,
 {
-    type Acc = FxHashSet<V>;
+    type Acc = DistinctSet<V>;
     type Output = u64;
 
-    fn init(&self) -> FxHashSet<V> {
-        FxHashSet::default()
+    fn init(&self) -> DistinctSet<V> {
+        DistinctSet::default()
     }
 
     #[inline]
-    fn add(&self, acc: &mut FxHashSet<V>, record: &D) {
+    fn add(&self, acc: &mut DistinctSet<V>, record: &D) {
         acc.insert((self.value_of)(record));
     }
 
-    fn merge(&self, acc: &mut FxHashSet<V>, mut other: FxHashSet<V>) {
-        // Insert the smaller set into the larger one.
-        if other.len() > acc.len() {
-            std::mem::swap(acc, &mut other);
-        }
-        acc.extend(other);
+    fn merge(&self, acc: &mut DistinctSet<V>, other: DistinctSet<V>) {
+        acc.union(other);
     }
 
-    fn finish(&self, acc: &FxHashSet<V>) -> u64 {
+    fn finish(&self, acc: &DistinctSet<V>) -> u64 {
         acc.len() as u64
+    }
+}
+
+/// How many distinct values a [`DistinctSet`] keeps inline before it moves them to a hash set.
+const INLINE_VALUES: usize = 4;
+
+/// The distinct values of one group, [`CountDistinct`]'s partial result.
+///
+/// A few values are kept inline and compared one by one; past [`INLINE_VALUES`] they move to a
+/// hash set. Pre-aggregating a batch creates one partial result per group in the batch, and most
+/// of those hold one or two values when the groups are many (e.g. one per channel of a bid
+/// stream), so not allocating for them is what keeps the pre-aggregation cheap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "V: Serialize", deserialize = "V: DeserializeOwned"))]
+pub enum DistinctSet<V: Eq + Hash> {
+    /// Up to [`INLINE_VALUES`] values, without a heap allocation.
+    Few(SmallVec<[V; INLINE_VALUES]>),
+    /// More values, in a hash set.
+    Many(FxHashSet<V>),
+}
+
+impl<V: Eq + Hash> Default for DistinctSet<V> {
+    fn default() -> Self {
+        DistinctSet::Few(SmallVec::new())
+    }
+}
+
+impl<V: Eq + Hash> DistinctSet<V> {
+    /// Adds `value` if it is not there yet.
+    #[inline]
+    pub fn insert(&mut self, value: V) {
+        match self {
+            DistinctSet::Few(values) => {
+                if values.contains(&value) {
+                    return;
+                }
+                if values.len() < INLINE_VALUES {
+                    values.push(value);
+                    return;
+                }
+                let mut set: FxHashSet<V> = values.drain(..).collect();
+                set.insert(value);
+                *self = DistinctSet::Many(set);
+            }
+            DistinctSet::Many(set) => {
+                set.insert(value);
+            }
+        }
+    }
+
+    /// Adds every value of `other`.
+    pub fn union(&mut self, other: DistinctSet<V>) {
+        match (&mut *self, other) {
+            (DistinctSet::Many(mine), DistinctSet::Many(mut theirs)) => {
+                // Insert the smaller set into the larger one.
+                if theirs.len() > mine.len() {
+                    std::mem::swap(mine, &mut theirs);
+                }
+                mine.extend(theirs);
+            }
+            (DistinctSet::Few(_), DistinctSet::Many(mut theirs)) => {
+                let DistinctSet::Few(mine) = std::mem::take(self) else { unreachable!() };
+                theirs.extend(mine);
+                *self = DistinctSet::Many(theirs);
+            }
+            (_, DistinctSet::Few(theirs)) => {
+                for value in theirs {
+                    self.insert(value);
+                }
+            }
+        }
+    }
+
+    /// The number of distinct values.
+    pub fn len(&self) -> usize {
+        match self {
+            DistinctSet::Few(values) => values.len(),
+            DistinctSet::Many(set) => set.len(),
+        }
+    }
+
+    /// Whether there is no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -187,5 +268,33 @@ mod tests {
         assert_eq!(p14.precision_bits(), 14);
         assert!(ApproxCountDistinct::new(|v: &u64| *v).precision(19).is_err());
         assert!(ApproxCountDistinct::new(|v: &u64| *v).rsd(0.5).is_err());
+    }
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashSet;
+
+    /// Random inserts and unions of sets of every size agree with a `HashSet`.
+    #[test]
+    fn distinct_set_matches_a_hash_set() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        for _ in 0..2_000 {
+            let (mut set, mut oracle) = (DistinctSet::default(), HashSet::new());
+            for _ in 0..rng.random_range(0..4) {
+                let (mut other, mut other_oracle) = (DistinctSet::default(), HashSet::new());
+                let range = rng.random_range(1..20u32);
+                for _ in 0..rng.random_range(0..12) {
+                    let value = rng.random_range(0..range);
+                    other.insert(value);
+                    other_oracle.insert(value);
+                }
+                assert_eq!(other.len(), other_oracle.len());
+                set.union(other);
+                oracle.extend(other_oracle);
+                assert_eq!(set.len(), oracle.len());
+            }
+            let restored: DistinctSet<u32> = bincode::deserialize(&bincode::serialize(&set).unwrap()).unwrap();
+            assert_eq!(restored.len(), oracle.len());
+        }
     }
 }

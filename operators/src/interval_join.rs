@@ -303,6 +303,47 @@ impl<'scope, L: ExchangeData + Clone> IntervalJoin<'scope, L> for EventStream<'s
     }
 }
 
+/// What `explain` says about an interval join: its bounds, or UNBOUNDED.
+fn join_plan(name: &str, bounds: Bounds, join_type: JoinType) -> weir_runtime::plan::OperatorPlan {
+    use weir_runtime::plan::{format_duration, OperatorPlan, StateBound};
+    let offset = |ms: i128| {
+        let text = format_duration(std::time::Duration::from_millis(ms.unsigned_abs() as u64));
+        if ms < 0 {
+            format!("-{text}")
+        } else {
+            text
+        }
+    };
+    let (kind, state) = if bounds.upper >= UNBOUNDED {
+        (
+            format!("{join_type} join, no time bounds"),
+            StateBound::Unbounded("join_unbounded keeps every row of both inputs until an input ends".to_string()),
+        )
+    } else {
+        (
+            format!(
+                "{join_type} interval join, left.time {} <= right.time <= left.time {}",
+                signed(&offset(bounds.lower)),
+                signed(&offset(bounds.upper))
+            ),
+            StateBound::JoinBound(format!(
+                "a left row is dropped when the right watermark passes its time {}, a right row when the left \
+                 watermark passes its time {}",
+                signed(&offset(bounds.upper)),
+                signed(&offset(-bounds.lower))
+            )),
+        )
+    };
+    OperatorPlan::operator(name, kind).state(state).output_mode("append").exchange("both inputs by key")
+}
+
+fn signed(offset: &str) -> String {
+    match offset.strip_prefix('-') {
+        Some(rest) => format!("- {rest}"),
+        None => format!("+ {offset}"),
+    }
+}
+
 /// A bound far beyond any event time, so that `time ± UNBOUNDED` never overflows an `i128`.
 const UNBOUNDED: i128 = 1 << 100;
 
@@ -551,6 +592,7 @@ where
 {
     let scope = left.records.scope();
     let worker = scope.index();
+    ctx.plan().record(join_plan(name, bounds, join_type));
     let metrics = ctx.metrics().operator(name);
     let mut lefts: Side<K, L> = Side::open(ctx, name, "left", worker)?;
     let mut rights: Side<K, R> = Side::open(ctx, name, "right", worker)?;

@@ -25,7 +25,7 @@ pub mod window_aggregate;
 pub mod prelude {
     pub use crate::aggregate::{Aggregator, Avg, Count, Max, Min, Sum};
     pub use crate::dedup::Dedup;
-    pub use crate::distinct::{ApproxCountDistinct, CountDistinct};
+    pub use crate::distinct::{ApproxCountDistinct, CountDistinct, DistinctSet};
     pub use crate::hll::HyperLogLogPlusPlus;
     pub use crate::interval_join::{IntervalJoin, Joined, JoinedRow, TimeOffset};
     pub use crate::join_type::JoinType;

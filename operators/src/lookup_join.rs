@@ -189,6 +189,17 @@ impl<'scope, D: Clone + 'static> LookupJoin<'scope, D> for EventStream<'scope, D
                 "give a positive interval, or none to load the table once",
             ));
         }
+        ctx.plan().record(
+            weir_runtime::plan::OperatorPlan::operator(name, format!("lookup join with table {}", table.description))
+                .state(weir_runtime::plan::StateBound::Table(match table.refresh {
+                    Some(every) => format!(
+                        "the whole table, on every worker, replaced every {}",
+                        weir_runtime::plan::format_duration(every)
+                    ),
+                    None => "the whole table, on every worker, loaded once".to_string(),
+                }))
+                .exchange("none: the table is broadcast, the stream stays where it is"),
+        );
         let metrics = ctx.metrics().operator(name);
         let scope = self.records.scope();
         let stream_done = ProbeHandle::new();

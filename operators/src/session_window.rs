@@ -159,6 +159,18 @@ impl<'scope, D: 'static> SessionAggregate<'scope, D> for EventStream<'scope, D> 
         let gap_ms = gap.as_millis().min(u64::MAX as u128) as u64;
         let worker = self.records.scope().index();
         let store: StateStore<K, Vec<Session<A::Acc>>> = open_store(ctx, name, worker)?;
+        ctx.plan().record(
+            weir_runtime::plan::OperatorPlan::operator(
+                name,
+                format!("session window aggregate, gap {}", weir_runtime::plan::format_duration(gap)),
+            )
+            .state(weir_runtime::plan::StateBound::WindowClose(format!(
+                "a session is dropped when the watermark passes its last record + {}",
+                weir_runtime::plan::format_duration(gap)
+            )))
+            .output_mode(mode)
+            .exchange("partial sessions by key (pre-sessionized per worker before the exchange)"),
+        );
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_sessionize(self.records, name, gap_ms, key_of, aggregator.clone(), &metrics);

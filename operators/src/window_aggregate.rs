@@ -128,12 +128,38 @@ impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
     {
         windowing.validate()?;
         mode.validate(&windowing)?;
+        ctx.plan().record(
+            weir_runtime::plan::OperatorPlan::operator(name, format!("window aggregate, {}", windowing.describe()))
+                .state(window_state_bound(&windowing, mode))
+                .output_mode(mode)
+                .exchange(if mode == OutputMode::Complete {
+                    "partial aggregates to worker 0 (complete mode keeps one table)"
+                } else {
+                    "partial aggregates by key (pre-aggregated per worker before the exchange)"
+                }),
+        );
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_aggregate(self.records, name, windowing, key_of, aggregator.clone(), &metrics);
         let results = merge_and_emit(partials, name, windowing, mode, aggregator, metrics.clone());
         let late = relabel_late(self.late, name, metrics).concat(operator_late);
         Ok(Aggregated { results, late })
+    }
+}
+
+/// What bounds a windowed aggregation's state, for `explain`: the window close, unless there is
+/// no event-time window or the complete output mode keeps every group.
+pub fn window_state_bound(windowing: &Windowing, mode: OutputMode) -> weir_runtime::plan::StateBound {
+    use weir_runtime::plan::StateBound;
+    if !windowing.is_event_time() {
+        StateBound::Unbounded("no event-time window: one group per key, kept for ever".to_string())
+    } else if mode == OutputMode::Complete {
+        StateBound::Unbounded("complete mode keeps every window and key to re-emit the whole table".to_string())
+    } else {
+        StateBound::WindowClose(format!(
+            "a group is dropped when the watermark passes its window's end ({})",
+            windowing.describe()
+        ))
     }
 }
 

@@ -26,6 +26,8 @@ struct Inner {
     failure: Mutex<Option<QueryError>>,
     started_at: crate::time::EventTime,
     shared_watermarks: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    plan: crate::plan::PlanRegistry,
+    explaining: AtomicBool,
 }
 
 impl QueryContext {
@@ -41,6 +43,8 @@ impl QueryContext {
                 failure: Mutex::new(None),
                 started_at: crate::time::EventTime::now(),
                 shared_watermarks: Mutex::new(HashMap::new()),
+                plan: crate::plan::PlanRegistry::default(),
+                explaining: AtomicBool::new(false),
             }),
             state_backend: StateBackend::Memory,
         }
@@ -107,6 +111,22 @@ impl QueryContext {
     /// an instance whose partitions are all idle follows it instead of holding the watermark back.
     pub fn shared_watermark(&self, name: &str) -> Arc<AtomicU64> {
         self.inner.shared_watermarks.lock().unwrap().entry(name.to_string()).or_default().clone()
+    }
+
+    /// Where sources and operators record what they are when built (read by `explain`).
+    pub fn plan(&self) -> &crate::plan::PlanRegistry {
+        &self.inner.plan
+    }
+
+    /// Whether the dataflow is being built only to be explained, not run: sinks then open no
+    /// files and sources should avoid side effects.
+    pub fn is_explaining(&self) -> bool {
+        self.inner.explaining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the dataflow as built only to be explained (see [`QueryContext::is_explaining`]).
+    pub fn set_explaining(&self) {
+        self.inner.explaining.store(true, Ordering::Relaxed);
     }
 
     /// Where stateful operators built with this context keep their state (memory by default).

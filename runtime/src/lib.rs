@@ -7,11 +7,14 @@
 #![warn(missing_docs)]
 
 pub mod context;
+pub mod diagnose;
 pub mod error;
 pub mod event;
 pub mod execution;
+pub mod map_source;
 pub mod memory_source;
 pub mod metrics;
+pub mod plan;
 pub mod progress;
 pub mod query;
 pub mod source;

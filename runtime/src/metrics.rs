@@ -152,6 +152,15 @@ pub struct SourceMetrics {
     pub offsets: Mutex<BTreeMap<usize, serde_json::Value>>,
     /// Partitions currently idle (not holding the watermark back).
     pub idle_partitions: Mutex<Vec<usize>>,
+    /// Per live partition: its own watermark (max event time seen − delay; the epoch before any
+    /// data), so a diagnosis can name the partition that holds the source's watermark back.
+    pub partition_watermarks: Mutex<BTreeMap<usize, EventTime>>,
+    /// Per partition: the latest position known to exist (e.g. a Kafka high watermark), for
+    /// partitions whose reader knows it.
+    pub latest: Mutex<BTreeMap<usize, serde_json::Value>>,
+    /// Whether positions are JSON objects merged into one in reports (see
+    /// [`crate::source::Source::nested_offsets`]).
+    pub nested_offsets: std::sync::atomic::AtomicBool,
 }
 
 impl SourceMetrics {
@@ -221,4 +230,7 @@ pub struct SinkMetrics {
     pub output_rows: AtomicU64,
     /// Write errors seen (cumulative).
     pub errors: AtomicU64,
+    /// Epochs the sink has made durable (cumulative): committed transactions for a transactional
+    /// sink, acknowledged flushes for an at-least-once one.
+    pub committed_epochs: AtomicU64,
 }

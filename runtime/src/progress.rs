@@ -41,6 +41,20 @@ pub struct StreamingQueryProgress {
     pub sources: Vec<SourceProgress>,
     /// The sink(s).
     pub sink: SinkProgress,
+    /// Weir's addition: per operator, records in/out/late during the interval, state, frontier.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub operators: Vec<crate::diagnose::OperatorStatus>,
+    /// Weir's addition: why nothing was written, after a few intervals without output or at once
+    /// after a sink error (see [`crate::diagnose`]); absent while output flows.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub diagnose: Option<crate::diagnose::Diagnosis>,
+}
+
+impl StreamingQueryProgress {
+    /// One line for a terminal (see [`crate::diagnose::status_line`]).
+    pub fn status_line(&self) -> String {
+        crate::diagnose::status_line(self)
+    }
 }
 
 /// Progress of one stateful operator.
@@ -93,6 +107,11 @@ pub struct SourceProgress {
     /// Partitions that are idle and do not hold the watermark back.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub idle_partitions: Vec<usize>,
+    /// Source-specific metrics with Spark's names and string values, e.g. a Kafka source's
+    /// consumer lag `minOffsetsBehindLatest`, `maxOffsetsBehindLatest`, `avgOffsetsBehindLatest`
+    /// (over its partitions, at the end of the interval); absent when the source has none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metrics: BTreeMap<String, String>,
 }
 
 /// Progress of the sinks.
@@ -103,6 +122,11 @@ pub struct SinkProgress {
     pub description: String,
     /// Records written during the interval.
     pub num_output_rows: u64,
+    /// Sink-specific metrics (like Spark's `SinkProgress.metrics`): `numCommittedEpochs`, the
+    /// transactions committed (or at-least-once flushes acknowledged) during the interval, for
+    /// sinks that commit epochs.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metrics: BTreeMap<String, String>,
 }
 
 impl StreamingQueryProgress {
@@ -136,6 +160,8 @@ pub struct ProgressTracker {
     last_at: Instant,
     last: BTreeMap<String, u64>,
     last_offsets: BTreeMap<String, serde_json::Value>,
+    diagnoser: crate::diagnose::Diagnoser,
+    status: crate::diagnose::StatusTracker,
 }
 
 impl ProgressTracker {
@@ -147,6 +173,8 @@ impl ProgressTracker {
             last_at: Instant::now(),
             last: BTreeMap::new(),
             last_offsets: BTreeMap::new(),
+            diagnoser: Default::default(),
+            status: Default::default(),
         }
     }
 
@@ -190,16 +218,22 @@ impl ProgressTracker {
             if let Some(w) = source_watermark {
                 watermark = Some(watermark.map_or(w, |m: EventTime| m.min(w)));
             }
-            let offsets: serde_json::Map<String, serde_json::Value> =
-                source.offsets.lock().unwrap().iter().map(|(p, v)| (p.to_string(), v.clone())).collect();
-            let end = serde_json::Value::Object(offsets);
+            let nested = source.nested_offsets.load(Ordering::Relaxed);
+            let positions = source.offsets.lock().unwrap().clone();
+            let mut latest_positions = source.latest.lock().unwrap().clone();
+            let lag = offsets_behind_latest(&positions, &latest_positions);
+            for (partition, position) in &positions {
+                latest_positions.entry(*partition).or_insert_with(|| position.clone());
+            }
+            let end = offsets_value(&positions, nested);
+            let latest = offsets_value(&latest_positions, nested);
             let start =
                 self.last_offsets.insert(source.description.clone(), end.clone()).unwrap_or(serde_json::Value::Null);
             sources.push(SourceProgress {
                 description: source.description.clone(),
                 start_offset: start,
-                end_offset: end.clone(),
-                latest_offset: end,
+                end_offset: end,
+                latest_offset: latest,
                 num_input_rows: rows,
                 input_rows_per_second: rows as f64 / seconds,
                 processed_rows_per_second: rows as f64 / seconds,
@@ -207,6 +241,7 @@ impl ProgressTracker {
                 num_invalid_event_time_rows: invalid,
                 watermark: source_watermark.map(|w| w.to_string()),
                 idle_partitions: source.idle_partitions.lock().unwrap().clone(),
+                metrics: lag,
             });
         }
 
@@ -226,8 +261,12 @@ impl ProgressTracker {
 
         let mut sink_names = Vec::new();
         let mut output_rows = 0;
+        let (mut committed_epochs, mut commits_epochs) = (0, false);
         for sink in metrics.sinks() {
             output_rows += self.delta(format!("sink/{}", sink.description), sink.output_rows.load(Ordering::Relaxed));
+            let epochs = sink.committed_epochs.load(Ordering::Relaxed);
+            committed_epochs += self.delta(format!("sink-epochs/{}", sink.description), epochs);
+            commits_epochs |= epochs > 0;
             sink_names.push(sink.description.clone());
         }
 
@@ -254,11 +293,105 @@ impl ProgressTracker {
             event_time,
             state_operators,
             sources,
-            sink: SinkProgress { description: sink_names.join(", "), num_output_rows: output_rows },
+            sink: SinkProgress {
+                description: sink_names.join(", "),
+                num_output_rows: output_rows,
+                metrics: if commits_epochs {
+                    BTreeMap::from([("numCommittedEpochs".to_string(), committed_epochs.to_string())])
+                } else {
+                    BTreeMap::new()
+                },
+            },
+            operators: Vec::new(),
+            diagnose: None,
         };
+        let mut report = report;
+        report.operators = self.status.operators(&self.ctx);
+        let offsets: Vec<(String, serde_json::Value)> =
+            report.sources.iter().map(|s| (s.description.clone(), s.end_offset.clone())).collect();
+        report.diagnose = self.diagnoser.diagnose(&self.ctx, &crate::diagnose::Interval::of(&report, &offsets));
         self.batch_id += 1;
         report
     }
+}
+
+/// Per-partition positions as one JSON value: merged into one object when the source's positions
+/// are nested objects (Kafka's `{"topic":{"partition":offset}}`), else keyed by partition index.
+fn offsets_value(positions: &BTreeMap<usize, serde_json::Value>, nested: bool) -> serde_json::Value {
+    let mut merged = serde_json::Value::Object(Default::default());
+    for (partition, position) in positions {
+        if nested {
+            merge_json(&mut merged, position);
+        } else if let serde_json::Value::Object(map) = &mut merged {
+            map.insert(partition.to_string(), position.clone());
+        }
+    }
+    merged
+}
+
+fn merge_json(into: &mut serde_json::Value, from: &serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(into), serde_json::Value::Object(from)) => {
+            for (key, value) in from {
+                match into.get_mut(key) {
+                    Some(existing) => merge_json(existing, value),
+                    None => {
+                        into.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (into, from) => *into = from.clone(),
+    }
+}
+
+/// The numeric leaves of a position (path → value), e.g. `topic/0 → 23`.
+fn numeric_leaves(value: &serde_json::Value, path: &mut String, out: &mut Vec<(String, i64)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let len = path.len();
+                path.push('/');
+                path.push_str(key);
+                numeric_leaves(value, path, out);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Number(n) => {
+            if let Some(n) = n.as_i64() {
+                out.push((path.clone(), n));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Spark's Kafka lag metrics (`min/max/avgOffsetsBehindLatest`) over the partitions whose latest
+/// position is known: latest − position for each numeric offset in both.
+fn offsets_behind_latest(
+    positions: &BTreeMap<usize, serde_json::Value>,
+    latest: &BTreeMap<usize, serde_json::Value>,
+) -> BTreeMap<String, String> {
+    let mut behind = Vec::new();
+    for (partition, latest) in latest {
+        let Some(position) = positions.get(partition) else { continue };
+        let (mut at, mut end) = (Vec::new(), Vec::new());
+        numeric_leaves(position, &mut String::new(), &mut at);
+        numeric_leaves(latest, &mut String::new(), &mut end);
+        for (path, latest) in end {
+            if let Some((_, position)) = at.iter().find(|(p, _)| *p == path) {
+                behind.push((latest - position).max(0));
+            }
+        }
+    }
+    let mut metrics = BTreeMap::new();
+    if let (Some(min), Some(max)) = (behind.iter().min(), behind.iter().max()) {
+        let avg = behind.iter().map(|b| *b as f64).sum::<f64>() / behind.len() as f64;
+        metrics.insert("minOffsetsBehindLatest".to_string(), min.to_string());
+        metrics.insert("maxOffsetsBehindLatest".to_string(), max.to_string());
+        metrics.insert("avgOffsetsBehindLatest".to_string(), format!("{avg:?}"));
+    }
+    metrics
 }
 
 #[cfg(test)]
@@ -283,5 +416,29 @@ mod tests {
         assert_eq!(custom(&second, "dedup").get("numDroppedDuplicateRows"), Some(&2));
         assert!(custom(&first, "window").is_empty(), "operators without duplicates have no customMetrics");
         assert!(first.json().contains("\"customMetrics\":{\"numDroppedDuplicateRows\":7}"), "{}", first.json());
+    }
+
+    #[test]
+    fn nested_offsets_merge_and_lag_is_latest_minus_position() {
+        let ctx = QueryContext::ephemeral("lag");
+        let source = ctx.metrics().source("kafka");
+        source.nested_offsets.store(true, Ordering::Relaxed);
+        source.offsets.lock().unwrap().insert(0, serde_json::json!({"t": {"0": 5}}));
+        source.offsets.lock().unwrap().insert(1, serde_json::json!({"t": {"1": 7}}));
+        source.latest.lock().unwrap().insert(0, serde_json::json!({"t": {"0": 9}}));
+        source.latest.lock().unwrap().insert(1, serde_json::json!({"t": {"1": 7}}));
+        let report = ProgressTracker::new(ctx.clone()).report();
+        let kafka = &report.sources[0];
+        assert_eq!(kafka.end_offset, serde_json::json!({"t": {"0": 5, "1": 7}}));
+        assert_eq!(kafka.latest_offset, serde_json::json!({"t": {"0": 9, "1": 7}}));
+        assert_eq!(kafka.metrics.get("minOffsetsBehindLatest").map(String::as_str), Some("0"));
+        assert_eq!(kafka.metrics.get("maxOffsetsBehindLatest").map(String::as_str), Some("4"));
+        assert_eq!(kafka.metrics.get("avgOffsetsBehindLatest").map(String::as_str), Some("2.0"));
+
+        let rate = ctx.metrics().source("rate");
+        rate.offsets.lock().unwrap().insert(0, serde_json::json!(3));
+        let report = ProgressTracker::new(ctx).report();
+        assert_eq!(report.sources[1].end_offset, serde_json::json!({"0": 3}));
+        assert!(report.sources[1].metrics.is_empty());
     }
 }

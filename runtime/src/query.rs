@@ -26,6 +26,8 @@ pub struct Query {
     progress_interval: Duration,
     listeners: Vec<Arc<dyn ProgressListener>>,
     state_backend: StateBackend,
+    explain_only: bool,
+    operator_frontiers: bool,
 }
 
 impl Query {
@@ -38,7 +40,18 @@ impl Query {
             progress_interval: Duration::from_secs(1),
             listeners: Vec::new(),
             state_backend: StateBackend::Memory,
+            explain_only: false,
+            operator_frontiers: false,
         }
+    }
+
+    /// Lets progress reports give each operator its own frontier (the minimum watermark of the
+    /// sources upstream of it) instead of the query's: worker 0 then builds the dataflow with
+    /// timely's logging on to learn its graph. Off by default, because the operators keep the
+    /// logger and log their scheduling for the whole run (a small cost per batch).
+    pub fn operator_frontiers(mut self) -> Self {
+        self.operator_frontiers = true;
+        self
     }
 
     /// Runs on `n` worker threads in this process.
@@ -78,6 +91,60 @@ impl Query {
         self
     }
 
+    /// Makes [`Query::start`] only build the dataflow, on one worker, and not run it: the handle
+    /// it returns has already stopped and its [`QueryHandle::plan`] is the dataflow's plan. This
+    /// is how `weir explain <job>` explains a job that is started through `start`.
+    pub fn explain_only(mut self) -> Self {
+        self.explain_only = true;
+        self
+    }
+
+    /// Builds the dataflow on one worker, without running it, and returns its plan: every
+    /// source, operator and sink, what bounds each operator's state, which sources' watermarks
+    /// it sees, its output mode and its exchanges (see [`crate::plan`]). Sinks open no files.
+    ///
+    /// ```
+    /// use weir_runtime::prelude::*;
+    /// let plan = Query::new("empty").explain(|_scope, _ctx| Ok(())).unwrap();
+    /// assert!(plan.nodes.is_empty());
+    /// ```
+    pub fn explain<F>(self, build: F) -> Result<crate::plan::Plan, BuildError>
+    where
+        F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
+    {
+        let handle = self.explain_only().start(build)?;
+        Ok(handle.plan().expect("an explained query has a plan"))
+    }
+
+    fn start_explaining<F>(self, build: F) -> Result<QueryHandle, BuildError>
+    where
+        F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
+    {
+        let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone())
+            .with_state_backend(self.state_backend.clone());
+        ctx.set_explaining();
+        let worker_ctx = ctx.clone();
+        let graph = timely::execute_directly(move |worker| {
+            let (result, graph) =
+                build_seeing_graph(worker, |worker| worker.dataflow::<EventTime, _, _>(|scope| build(scope, &worker_ctx)));
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+            result.map(|()| graph)
+        })?;
+        ctx.plan().set_graph(graph);
+        let shared = Arc::new(Shared {
+            active: AtomicBool::new(true),
+            status: Mutex::new(QueryStatus::new("Explained, not run")),
+            progress: Mutex::new(VecDeque::new()),
+            outcome: Mutex::new(None),
+            finished: Condvar::new(),
+        });
+        shared.finish(Ok(()));
+        Ok(QueryHandle { ctx, shared, threads: Mutex::new(Vec::new()) })
+    }
+
     /// Builds the dataflow on every worker and starts it; returns at once with a handle.
     ///
     /// `build` runs once per worker with the worker's scope and the query's shared context. A
@@ -86,6 +153,9 @@ impl Query {
     where
         F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
     {
+        if self.explain_only {
+            return self.start_explaining(build);
+        }
         let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone())
             .with_state_backend(self.state_backend.clone());
@@ -105,9 +175,18 @@ impl Query {
 
         let worker_ctx = ctx.clone();
         let worker_build_error = build_error.clone();
+        let operator_frontiers = self.operator_frontiers;
         let worker_fn = move |worker: &mut timely::worker::Worker| {
             let ctx = worker_ctx.clone();
-            let result = worker.dataflow::<EventTime, _, _>(|scope| build(scope, &ctx));
+            // Worker 0 keeps the dataflow graph, for the operators' frontiers in progress reports.
+            let result = if worker.index() == 0 && operator_frontiers {
+                let (result, graph) =
+                    build_seeing_graph(worker, |worker| worker.dataflow::<EventTime, _, _>(|scope| build(scope, &ctx)));
+                ctx.plan().set_graph(graph);
+                result
+            } else {
+                worker.dataflow::<EventTime, _, _>(|scope| build(scope, &ctx))
+            };
             if let Err(error) = result {
                 worker_build_error.lock().unwrap().get_or_insert(error);
             }
@@ -356,6 +435,13 @@ impl QueryHandle {
         self.shared.progress.lock().unwrap().iter().cloned().collect()
     }
 
+    /// The dataflow's plan, if the query was started with [`Query::explain_only`].
+    pub fn plan(&self) -> Option<crate::plan::Plan> {
+        let graph = self.ctx.plan().graph()?;
+        let stateful: Vec<String> = self.ctx.metrics().operators().iter().map(|op| op.name.clone()).collect();
+        Some(crate::plan::Plan::assemble(self.ctx.name(), &self.ctx.plan().entries(), &graph, &stateful))
+    }
+
     /// A cloneable handle that can stop the query from elsewhere (e.g. a signal handler).
     pub fn stopper(&self) -> QueryContext {
         self.ctx.clone()
@@ -400,6 +486,42 @@ impl Drop for QueryHandle {
             let _ = self.await_termination(Some(Duration::from_secs(10)));
         }
     }
+}
+
+/// Runs `build` with timely's logging on, and returns what it returns and the graph of the
+/// dataflow it built: operators and channels (only this happens with logging on).
+fn build_seeing_graph<R>(
+    worker: &mut timely::worker::Worker,
+    build: impl FnOnce(&mut timely::worker::Worker) -> R,
+) -> (R, crate::plan::TimelyGraph) {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::logging::{TimelyEvent, TimelyEventBuilder};
+
+    let graph = Rc::new(RefCell::new(crate::plan::TimelyGraph::default()));
+    let seen = graph.clone();
+    if let Some(mut registry) = worker.log_register() {
+        registry.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
+            for (_, event) in data.iter().flatten() {
+                match event {
+                    TimelyEvent::Operates(op) if op.addr.len() == 2 => {
+                        seen.borrow_mut().operators.insert(op.addr[1], op.name.clone());
+                    }
+                    TimelyEvent::Channels(ch) if ch.scope_addr.len() == 1 => {
+                        seen.borrow_mut().channels.push((ch.source.0, ch.source.1, ch.target.0, ch.target.1));
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let result = build(worker);
+    if let Some(mut registry) = worker.log_register() {
+        registry.flush();
+        registry.remove("timely");
+    }
+    let graph = graph.borrow().clone();
+    (result, graph)
 }
 
 /// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).

@@ -44,6 +44,12 @@ pub trait PartitionReader: 'static {
     fn read(&mut self, out: &mut Vec<Self::Record>, max: usize) -> Result<ReadStatus, QueryError>;
     /// The position reached, as JSON (shown as the source's offset in progress reports).
     fn position(&self) -> serde_json::Value;
+    /// The latest position known to exist, in the same shape as [`PartitionReader::position`]
+    /// (e.g. a Kafka partition's high watermark), if the reader knows it. Progress reports show it
+    /// as `latestOffset` and derive the consumer lag from it.
+    fn latest(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A partitioned input. Built on every worker; each worker opens only the partitions it owns.
@@ -58,6 +64,12 @@ pub trait Source: 'static {
     fn partitions(&self) -> usize;
     /// Opens partition `partition` for reading.
     fn open(&self, partition: usize) -> Result<Self::Reader, QueryError>;
+    /// Whether each partition's position is a JSON object to be merged with the others into one
+    /// (Kafka's `{"topic":{"partition":offset}}`) in progress reports, instead of being listed
+    /// under the partition's index.
+    fn nested_offsets(&self) -> bool {
+        false
+    }
 }
 
 /// How many records a source reads from one partition before it yields to other operators.
@@ -129,6 +141,7 @@ pub fn event_source_with_batch<'scope, S: Source>(
     batch_size: usize,
 ) -> EventStream<'scope, S::Record> {
     let description = source.description();
+    ctx.plan().record(crate::plan::source_plan(&description, source.partitions(), &options));
     let mut builder = OperatorBuilder::new(format!("Source[{description}]"), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address);
@@ -145,6 +158,7 @@ pub fn event_source_with_batch<'scope, S: Source>(
     let metrics = ctx.metrics().source(&description);
     let shared_watermark = ctx.shared_watermark(&description);
     let batch_size = batch_size.max(1);
+    metrics.nested_offsets.store(source.nested_offsets(), Ordering::Relaxed);
 
     builder.build(move |mut capabilities| {
         let late_cap = capabilities.pop().expect("late output capability");
@@ -241,6 +255,9 @@ pub fn event_source_with_batch<'scope, S: Source>(
                     ReadStatus::Finished => partition.finished = true,
                 }
                 metrics.offsets.lock().unwrap().insert(partition.index, partition.reader.position());
+                if let Some(latest) = partition.reader.latest() {
+                    metrics.latest.lock().unwrap().insert(partition.index, latest);
+                }
             }
 
             stats.add_all(on_time.iter().map(|e| e.time));
@@ -262,6 +279,9 @@ pub fn event_source_with_batch<'scope, S: Source>(
             }
 
             // Move the capability to the new watermark of this worker's partitions.
+            for partition in partitions.iter().filter(|p| p.finished) {
+                metrics.partition_watermarks.lock().unwrap().remove(&partition.index);
+            }
             let live: Vec<&mut Partition<S::Reader>> = partitions.iter_mut().filter(|p| !p.finished).collect();
             if live.is_empty() {
                 caps = None;
@@ -272,8 +292,10 @@ pub fn event_source_with_batch<'scope, S: Source>(
             let mut idle = Vec::new();
             let mut active_min: Option<EventTime> = None;
             let mut any_max = EventTime::MIN;
+            let mut partition_marks = metrics.partition_watermarks.lock().unwrap();
             for partition in live {
                 let mark = partition.watermark.watermark();
+                partition_marks.insert(partition.index, mark);
                 any_max = any_max.max(mark);
                 if partition.watermark.check_idle(now, options.idle_timeout) {
                     idle.push(partition.index);
@@ -281,6 +303,7 @@ pub fn event_source_with_batch<'scope, S: Source>(
                     active_min = Some(active_min.map_or(mark, |m| m.min(mark)));
                 }
             }
+            drop(partition_marks);
             let watermark = match active_min {
                 Some(mark) => mark,
                 // Every partition here is idle: follow the other instances instead of holding them back.

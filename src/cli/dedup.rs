@@ -39,10 +39,10 @@ pub fn run(args: DedupArgs) -> Result<()> {
         ),
     };
     let job = DedupJob {
-        input: args.input.input(),
+        input: args.input.input()?,
         key_field: args.key_field,
         bound,
-        output: args.output.output,
+        output: args.output.target(Some(&args.input))?,
         late_output: args.output.late_output,
         time_format: args.output.time_format,
     };

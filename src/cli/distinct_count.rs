@@ -64,13 +64,13 @@ pub fn run(args: DistinctCountArgs) -> Result<()> {
         }
     };
     let job = DistinctCount {
-        input: args.input.input(),
+        input: args.input.input()?,
         key_field: args.key_field,
         value_field: args.value_field,
         windowing,
         output_mode: args.output_mode.parse::<OutputMode>()?,
         counting,
-        output: args.output.output,
+        output: args.output.target(Some(&args.input))?,
         late_output: args.output.late_output,
         time_format: args.output.time_format,
     };

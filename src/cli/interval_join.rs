@@ -91,6 +91,7 @@ pub fn run(args: IntervalJoinArgs) -> Result<()> {
     };
     let input = |path: String, time_field: Option<String>, delay: Option<Duration>| JsonInput {
         path,
+        kafka: None,
         time_field: time_field.unwrap_or_else(|| args.time_field.clone()),
         watermark_delay: delay.unwrap_or(args.watermark_delay),
         idle_timeout: args.idle_timeout,
@@ -103,7 +104,7 @@ pub fn run(args: IntervalJoinArgs) -> Result<()> {
         right_key_field: args.right_key_field.clone().unwrap_or_else(|| args.key_field.clone()),
         bounds,
         join_type: args.join_type,
-        output: args.output.output.clone(),
+        output: args.output.target(None)?,
         late_output: args.output.late_output.clone(),
         time_format: args.output.time_format,
     };

@@ -2,9 +2,13 @@
 //! input and output flags, and waiting for the query to end. One file per job beside this one.
 
 pub mod bench;
+pub mod debug;
 pub mod dedup;
 pub mod distinct_count;
+pub mod explain;
 pub mod interval_join;
+pub mod kafka;
+pub mod kafka_args;
 pub mod registry;
 pub mod session_count;
 pub mod window_count;
@@ -16,6 +20,7 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Args};
 use weir::jobs::json_fields::TimeFormat;
 use weir::jobs::json_input::JsonInput;
+use weir::jobs::json_output::OutputTarget;
 use weir::prelude::*;
 use weir_runtime::time::parse_duration;
 
@@ -37,6 +42,15 @@ pub struct RunFlags {
     /// Print each progress report (Spark's JSON) on stderr.
     #[arg(long)]
     pub progress: bool,
+    /// Print one status line per progress interval on stderr: rows in/out, watermark, and per
+    /// operator rows in/out, late drops, state rows and bytes and its frontier; and, when nothing
+    /// has been written for a while, why (see the `diagnose` field of progress reports).
+    #[arg(long)]
+    pub status: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464; port 0 picks a free port,
+    /// printed on stderr as `weir: metrics on http://ADDR/metrics`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Append each progress report as one JSON line to this file.
     #[arg(long, value_name = "FILE")]
     pub progress_log: Option<PathBuf>,
@@ -60,6 +74,26 @@ pub enum SourceKind {
     File,
     /// Spark's rate source: rows (timestamp, value), key = value % --keys.
     Rate,
+    /// Kafka records from --topic on --brokers (values JSON, or Avro with --format avro).
+    Kafka,
+}
+
+/// Where the JSON jobs read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputKind {
+    /// JSON lines from --input (a file, or - for stdin).
+    File,
+    /// Kafka records from --topic on --brokers (values JSON, or Avro with --format avro).
+    Kafka,
+}
+
+/// Where the JSON jobs write to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputKind {
+    /// JSON lines to --output (a file, or - for stdout).
+    Jsonl,
+    /// One Kafka record per result line, to --output-topic.
+    Kafka,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,14 +102,21 @@ pub enum SinkKind {
     Jsonl,
     /// Spark-style console tables on stdout, one per epoch.
     Console,
+    /// One Kafka record per result row, to --output-topic.
+    Kafka,
 }
 
 /// The input flags of the JSON-lines jobs: file, event-time field, watermark.
 #[derive(Args, Debug, Clone)]
 pub struct JsonInputArgs {
-    /// JSON-lines input file, or - for stdin.
+    /// Where records come from.
+    #[arg(long, value_enum, default_value_t = InputKind::File)]
+    pub source: InputKind,
+    /// JSON-lines input file, or - for stdin (with --source file).
     #[arg(long, default_value = "-")]
     pub input: String,
+    #[command(flatten)]
+    pub kafka: kafka_args::KafkaSourceArgs,
     /// Field with the event time: integer ms since the epoch, or an ISO-8601 string.
     #[arg(long, default_value = "ts")]
     pub time_field: String,
@@ -92,29 +133,52 @@ pub struct JsonInputArgs {
 
 impl JsonInputArgs {
     /// The job input these flags describe.
-    pub fn input(&self) -> JsonInput {
-        JsonInput {
+    pub fn input(&self) -> Result<JsonInput> {
+        Ok(JsonInput {
             path: self.input.clone(),
+            kafka: match self.source {
+                InputKind::File => None,
+                InputKind::Kafka => Some(self.kafka.input()?),
+            },
             time_field: self.time_field.clone(),
             watermark_delay: self.watermark_delay,
             idle_timeout: self.idle_timeout,
             drop_invalid_time: self.drop_invalid_time,
-        }
+        })
     }
 }
 
 /// The output flags of the JSON-lines jobs.
 #[derive(Args, Debug, Clone)]
 pub struct JsonOutputArgs {
-    /// JSON-lines output file, or - for stdout.
+    /// Where results go.
+    #[arg(long, value_enum, default_value_t = OutputKind::Jsonl)]
+    pub sink: OutputKind,
+    /// JSON-lines output file, or - for stdout (with --sink jsonl).
     #[arg(long, default_value = "-")]
     pub output: String,
+    #[command(flatten)]
+    pub kafka: kafka_args::KafkaSinkArgs,
     /// Write late records (with watermark and lateness) as JSON lines here.
     #[arg(long)]
     pub late_output: Option<String>,
     /// How times are written: ms (integers) or iso (ISO-8601 strings).
     #[arg(long, value_enum, default_value_t = TimeFormat::Ms)]
     pub time_format: TimeFormat,
+}
+
+impl JsonOutputArgs {
+    /// Where the results go; a Kafka sink defaults to the Kafka input's brokers and settings.
+    pub fn target(&self, input: Option<&JsonInputArgs>) -> Result<OutputTarget> {
+        match self.sink {
+            OutputKind::Jsonl => Ok(OutputTarget::JsonLines(self.output.clone())),
+            OutputKind::Kafka => {
+                let brokers = input.and_then(|i| i.kafka.brokers.as_deref());
+                let settings = input.map_or(&[][..], |i| &i.kafka.settings[..]);
+                self.kafka.target(brokers, settings)
+            }
+        }
+    }
 }
 
 pub fn duration(text: &str) -> Result<Duration, String> {
@@ -129,6 +193,9 @@ pub fn query_for(flags: &RunFlags, default_name: &str) -> Result<Query> {
         .progress_interval(flags.progress_interval);
     if flags.progress {
         query = query.on_progress(|p: &StreamingQueryProgress| eprintln!("{}", p.pretty_json()));
+    }
+    if flags.status {
+        query = query.operator_frontiers().on_progress(|p: &StreamingQueryProgress| eprintln!("{}", p.status_line()));
     }
     if let Some(path) = &flags.progress_log {
         let file = std::fs::OpenOptions::new()
@@ -165,7 +232,27 @@ pub fn start_and_wait(
     job: &str,
     start: impl FnOnce(Query) -> Result<QueryHandle, BuildError>,
 ) -> Result<()> {
-    let query = query_for(flags, job)?;
+    let mut query = query_for(flags, job)?;
+    if let Some(format) = explain::explaining() {
+        let handle = start(query.explain_only()).with_context(|| format!("cannot build {job}"))?;
+        return explain::print_plan(&handle, format);
+    }
+    let last_progress = weir::metrics_endpoint::LastProgress::default();
+    if flags.metrics_addr.is_some() {
+        let last = last_progress.clone();
+        query = query.on_progress(move |p: &StreamingQueryProgress| *last.lock().unwrap() = Some(p.clone()));
+    }
     let handle = start(query).with_context(|| format!("cannot start {job}"))?;
+    // Served until the query ends (dropped when this function returns).
+    let _endpoint = match &flags.metrics_addr {
+        Some(address) => {
+            let endpoint =
+                weir::metrics_endpoint::MetricsEndpoint::serve(address, handle.context().clone(), last_progress)
+                    .with_context(|| format!("cannot serve metrics on {address}"))?;
+            eprintln!("weir: metrics on http://{}/metrics", endpoint.address());
+            Some(endpoint)
+        }
+        None => None,
+    };
     wait(handle, flags.seconds.map(Duration::from_secs_f64))
 }

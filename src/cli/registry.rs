@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use weir_connectors::registry::{JsonFileStorage, MemoryStorage, Registry, RegistryServer, RegistryStorage};
+use weir_connectors::kafka::KafkaOptions;
+use weir_connectors::registry::{
+    JsonFileStorage, KafkaStorage, MemoryStorage, Registry, RegistryServer, RegistryStorage,
+};
 
 /// The `weir registry` commands.
 #[derive(Subcommand, Debug)]
@@ -22,8 +25,15 @@ pub struct ServeArgs {
     pub listen: String,
     /// JSON file keeping the registry across restarts (replaced atomically on every change). Without it,
     /// the registry lives only as long as the process.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kafka_brokers")]
     pub storage: Option<PathBuf>,
+    /// Keep the registry in a compacted Kafka topic in Confluent's `_schemas` layout, on these brokers
+    /// (`host:port[,host:port]`); it is replayed at start.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+    /// The topic of `--kafka-brokers` (created with one partition, compacted, if missing).
+    #[arg(long, default_value = "_schemas", requires = "kafka_brokers")]
+    pub topic: String,
 }
 
 /// Runs a `weir registry` command.
@@ -34,9 +44,13 @@ pub fn run(command: RegistryCommand) -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let storage: Box<dyn RegistryStorage> = match &args.storage {
-        Some(path) => Box::new(JsonFileStorage::new(path)),
-        None => Box::new(MemoryStorage),
+    let storage: Box<dyn RegistryStorage> = match (&args.storage, &args.kafka_brokers) {
+        (Some(path), _) => Box::new(JsonFileStorage::new(path)),
+        (None, Some(brokers)) => Box::new(
+            KafkaStorage::connect(&KafkaOptions::new(brokers), &args.topic, std::time::Duration::from_secs(30))
+                .with_context(|| format!("cannot use Kafka topic {} on {brokers}", args.topic))?,
+        ),
+        (None, None) => Box::new(MemoryStorage),
     };
     let registry = Registry::open(storage).context("cannot open the registry storage")?;
     let server = RegistryServer::bind(&args.listen, registry)?;

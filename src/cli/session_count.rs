@@ -33,11 +33,11 @@ pub struct SessionCountArgs {
 /// Runs `weir run session-count`.
 pub fn run(args: SessionCountArgs) -> Result<()> {
     let job = SessionCount {
-        input: args.input.input(),
+        input: args.input.input()?,
         key_field: args.key_field,
         gap: args.gap,
         output_mode: args.output_mode.parse::<OutputMode>()?,
-        output: args.output.output,
+        output: args.output.target(Some(&args.input))?,
         late_output: args.output.late_output,
         time_format: args.output.time_format,
     };

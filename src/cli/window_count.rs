@@ -8,7 +8,9 @@ use weir::jobs::json_fields::TimeFormat;
 use weir::jobs::window_count::{Input, Output, WindowCount};
 use weir::prelude::*;
 
+use super::kafka_args::{KafkaSinkArgs, KafkaSourceArgs};
 use super::{duration, start_and_wait, RunFlags, SinkKind, SourceKind};
+use weir::jobs::json_output::OutputTarget;
 
 #[derive(Args, Debug)]
 pub struct WindowCountArgs {
@@ -79,6 +81,10 @@ pub struct WindowCountArgs {
     #[arg(long)]
     no_truncate: bool,
     #[command(flatten)]
+    kafka: KafkaSourceArgs,
+    #[command(flatten)]
+    kafka_sink: KafkaSinkArgs,
+    #[command(flatten)]
     run: RunFlags,
 }
 
@@ -98,6 +104,11 @@ pub fn run(args: WindowCountArgs) -> Result<()> {
         SourceKind::File => {
             Input::JsonLines { path: args.input.clone(), time_field: args.time_field, key_field: args.key_field }
         }
+        SourceKind::Kafka => Input::Kafka {
+            kafka: args.kafka.input()?,
+            time_field: args.time_field,
+            key_field: args.key_field,
+        },
         SourceKind::Rate => Input::Rate {
             rows_per_second: args.rows_per_second,
             keys: args.keys,
@@ -109,6 +120,10 @@ pub fn run(args: WindowCountArgs) -> Result<()> {
     };
     let output = match args.sink {
         SinkKind::Jsonl => Output::JsonLines(args.output),
+        SinkKind::Kafka => match args.kafka_sink.target(args.kafka.brokers.as_deref(), &args.kafka.settings)? {
+            OutputTarget::Kafka(kafka) => Output::Kafka(kafka),
+            OutputTarget::JsonLines(path) => Output::JsonLines(path),
+        },
         SinkKind::Console => Output::Console { num_rows: args.num_rows, truncate: !args.no_truncate },
     };
     let job = WindowCount {

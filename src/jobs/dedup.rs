@@ -21,7 +21,7 @@ use weir_runtime::prelude::*;
 
 use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
-use super::json_output::{write_late, write_results};
+use super::json_output::{OutputTarget, write_late, write_results};
 
 /// The operator name used in progress reports and late records.
 pub const OPERATOR_NAME: &str = "dedup";
@@ -45,7 +45,7 @@ pub struct DedupJob {
     /// How long duplicates are dropped for.
     pub bound: Bound,
     /// Where passed records go (JSON lines; `-` is stdout).
-    pub output: String,
+    pub output: OutputTarget,
     /// Where late records go (JSON lines), if anywhere.
     pub late_output: Option<String>,
     /// How times are written in late-record lines.
@@ -104,14 +104,22 @@ impl DedupJob {
         let format = self.time_format;
         let key_field = self.key_field.clone();
         let time_field = self.input.time_field.clone();
-        let events = JsonLinesSource::<JsonLine>::from_arg(&self.input.path)
-            .events(
-                scope,
-                ctx,
-                move |line: &JsonLine| json_fields::time_of(&line.value, &time_field),
-                self.input.watermark_options(),
-            )
-            .map(move |line| (json_fields::key_of(&line.value, &key_field), line.text));
+        // Passed records are written as they were read: the line's own text for files, the
+        // value re-rendered as JSON for Kafka.
+        let events = match &self.input.kafka {
+            Some(_) => self
+                .input
+                .events(scope, ctx)?
+                .map(move |value| (json_fields::key_of(&value, &key_field), value.to_string())),
+            None => JsonLinesSource::<JsonLine>::from_arg(&self.input.path)
+                .events(
+                    scope,
+                    ctx,
+                    move |line: &JsonLine| json_fields::time_of(&line.value, &time_field),
+                    self.input.watermark_options(),
+                )
+                .map(move |line| (json_fields::key_of(&line.value, &key_field), line.text)),
+        };
         let key_of = |record: &Keyed| record.0.clone();
         let unique = match self.bound {
             Bound::Within(within) => events.dedup(ctx, OPERATOR_NAME, key_of, within)?,

@@ -16,7 +16,7 @@ use weir_runtime::prelude::*;
 
 use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
-use super::json_output::{write_late, write_results};
+use super::json_output::{OutputTarget, write_late, write_results};
 use super::window_count::result_line;
 
 /// The operator name used in progress reports and late records.
@@ -58,7 +58,7 @@ pub struct DistinctCount {
     /// Exact or approximate.
     pub counting: Counting,
     /// Where results go (JSON lines; `-` is stdout).
-    pub output: String,
+    pub output: OutputTarget,
     /// Where late records go (JSON lines), if anywhere.
     pub late_output: Option<String>,
     /// How times are written.
@@ -89,7 +89,7 @@ impl DistinctCount {
         scope: timely::dataflow::Scope<'scope, EventTime>,
         ctx: &QueryContext,
     ) -> Result<(), BuildError> {
-        let events = self.input.events(scope, ctx);
+        let events = self.input.events(scope, ctx)?;
         let key_field = self.key_field.clone();
         let key_of = move |record: &Value| match &key_field {
             Some(field) => json_fields::key_of(record, field),

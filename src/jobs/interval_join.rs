@@ -26,7 +26,7 @@ use weir_runtime::prelude::*;
 
 use super::json_fields::{self, late_line, TimeFormat};
 use super::json_input::JsonInput;
-use super::json_output::{write_late_lines, write_results};
+use super::json_output::{OutputTarget, write_late_lines, write_results};
 
 /// The operator name used in progress reports and late records.
 pub const OPERATOR_NAME: &str = "interval-join";
@@ -48,7 +48,7 @@ pub struct IntervalJoinJob {
     /// Which rows are emitted.
     pub join_type: JoinType,
     /// Where joined rows go (JSON lines; `-` is stdout).
-    pub output: String,
+    pub output: OutputTarget,
     /// Where late records go (JSON lines), if anywhere.
     pub late_output: Option<String>,
     /// How times are written in late-record lines.
@@ -121,8 +121,8 @@ impl IntervalJoinJob {
         ctx: &QueryContext,
     ) -> Result<(), BuildError> {
         let worker = scope.index();
-        let lefts = self.left.events(scope, ctx).map(keyed(self.left_key_field.clone(), 0, worker));
-        let rights = self.right.events(scope, ctx).map(keyed(self.right_key_field.clone(), 1, worker));
+        let lefts = self.left.events(scope, ctx)?.map(keyed(self.left_key_field.clone(), 0, worker));
+        let rights = self.right.events(scope, ctx)?.map(keyed(self.right_key_field.clone(), 1, worker));
         let key = |row: &JsonRow| row.key.clone();
         let joined = match self.bounds {
             Some((lower, upper)) => {

@@ -1,4 +1,5 @@
-//! The input of the JSON-lines jobs: a file or stdin, an event-time field, and watermark settings.
+//! The input of the JSON-lines jobs: a file, stdin or Kafka topics, an event-time field, and
+//! watermark settings.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,12 +10,16 @@ use weir_connectors::files::JsonLinesSource;
 use weir_runtime::prelude::*;
 
 use super::json_fields;
+use super::kafka_input::KafkaInput;
 
-/// JSON lines with an event-time field, read with a watermark.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// JSON records with an event-time field, read with a watermark: JSON lines from a file or
+/// stdin, or the values of Kafka records.
+#[derive(Clone, Debug)]
 pub struct JsonInput {
-    /// The file (`-` is stdin).
+    /// The file (`-` is stdin); not read when `kafka` is set.
     pub path: String,
+    /// Read these Kafka topics instead of the file.
+    pub kafka: Option<KafkaInput>,
     /// The field holding the event time (ms integer or ISO-8601 string; `a.b` for nested).
     pub time_field: String,
     /// The allowed lateness.
@@ -28,7 +33,7 @@ pub struct JsonInput {
 impl JsonInput {
     /// Checks that the file exists; `flag` names the command-line flag in the error.
     pub fn validate(&self, flag: &str) -> Result<(), BuildError> {
-        if self.path != "-" && !Path::new(&self.path).is_file() {
+        if self.kafka.is_none() && self.path != "-" && !Path::new(&self.path).is_file() {
             return Err(BuildError::invalid(
                 flag,
                 format!("{} is not a readable file", self.path),
@@ -43,15 +48,23 @@ impl JsonInput {
         watermark_options(self.watermark_delay, self.idle_timeout, self.drop_invalid_time)
     }
 
-    /// The records as an event stream (on-time and late at their source).
-    pub fn events<'scope>(&self, scope: Scope<'scope, EventTime>, ctx: &QueryContext) -> EventStream<'scope, Value> {
+    /// The records as an event stream (on-time and late at their source). Fails when a Kafka
+    /// input cannot be resolved against its cluster.
+    pub fn events<'scope>(
+        &self,
+        scope: Scope<'scope, EventTime>,
+        ctx: &QueryContext,
+    ) -> Result<EventStream<'scope, Value>, BuildError> {
+        if let Some(kafka) = &self.kafka {
+            return kafka.events(scope, ctx, &self.time_field, self.watermark_options());
+        }
         let time_field = self.time_field.clone();
-        JsonLinesSource::<Value>::from_arg(&self.path).events(
+        Ok(JsonLinesSource::<Value>::from_arg(&self.path).events(
             scope,
             ctx,
             move |record| json_fields::time_of(record, &time_field),
             self.watermark_options(),
-        )
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use weir_runtime::prelude::*;
 
 use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
-use super::json_output::{write_late, write_results};
+use super::json_output::{OutputTarget, write_late, write_results};
 use super::window_count::result_line;
 
 /// The operator name used in progress reports and late records.
@@ -33,7 +33,7 @@ pub struct SessionCount {
     /// Append (each session once, final) or update (changed sessions per epoch).
     pub output_mode: OutputMode,
     /// Where results go (JSON lines; `-` is stdout).
-    pub output: String,
+    pub output: OutputTarget,
     /// Where late records go (JSON lines), if anywhere.
     pub late_output: Option<String>,
     /// How times are written.
@@ -60,7 +60,7 @@ impl SessionCount {
     ) -> Result<(), BuildError> {
         let format = self.time_format;
         let key_field = self.key_field.clone();
-        let events = self.input.events(scope, ctx);
+        let events = self.input.events(scope, ctx)?;
         let sessions =
             events.session_count(ctx, OPERATOR_NAME, self.gap, self.output_mode, move |record: &Value| {
                 json_fields::key_of(record, &key_field)

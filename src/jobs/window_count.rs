@@ -14,7 +14,8 @@ use weir_operators::prelude::*;
 use weir_runtime::prelude::*;
 
 use super::json_fields::{self, TimeFormat};
-use super::json_output::{write_late, write_results};
+use super::json_output::{write_late, write_results, KafkaOutput, OutputTarget};
+use super::kafka_input::KafkaInput;
 
 /// Where the records come from.
 #[derive(Clone, Debug)]
@@ -23,6 +24,15 @@ pub enum Input {
     JsonLines {
         /// The file (`-` is stdin).
         path: String,
+        /// The field holding the event time (ms integer or ISO-8601 string).
+        time_field: String,
+        /// The field holding the key (string or number).
+        key_field: String,
+    },
+    /// JSON (or Avro, as JSON) values of Kafka records.
+    Kafka {
+        /// The topics and how to read and decode them.
+        kafka: KafkaInput,
         /// The field holding the event time (ms integer or ISO-8601 string).
         time_field: String,
         /// The field holding the key (string or number).
@@ -50,6 +60,8 @@ pub enum Input {
 pub enum Output {
     /// JSON lines to a file, or stdout for `-`.
     JsonLines(String),
+    /// One Kafka record per result row (its value the JSON line, its key the row's key).
+    Kafka(KafkaOutput),
     /// Spark-style tables on stdout, one per epoch.
     Console {
         /// Rows shown per epoch.
@@ -129,15 +141,21 @@ impl WindowCount {
     ) -> Result<(), BuildError> {
         let format = self.time_format;
         match &self.input {
-            Input::JsonLines { path, time_field, key_field } => {
-                let time_field = time_field.clone();
+            Input::JsonLines { time_field, key_field, .. } | Input::Kafka { time_field, key_field, .. } => {
+                let events = match &self.input {
+                    Input::Kafka { kafka, .. } => kafka.events(scope, ctx, time_field, self.watermark_options())?,
+                    Input::JsonLines { path, .. } => {
+                        let time_field = time_field.clone();
+                        JsonLinesSource::<Value>::from_arg(path).events(
+                            scope,
+                            ctx,
+                            move |record| json_fields::time_of(record, &time_field),
+                            self.watermark_options(),
+                        )
+                    }
+                    Input::Rate { .. } => unreachable!("matched above"),
+                };
                 let key_field = key_field.clone();
-                let events = JsonLinesSource::<Value>::from_arg(path).events(
-                    scope,
-                    ctx,
-                    move |record| json_fields::time_of(record, &time_field),
-                    self.watermark_options(),
-                );
                 let counts =
                     events.window_count(ctx, OPERATOR_NAME, self.windowing, self.output_mode, move |record| {
                         json_fields::key_of(record, &key_field)
@@ -176,9 +194,13 @@ impl WindowCount {
     ) -> Result<(), BuildError> {
         let format = self.time_format;
         match &self.output {
-            Output::JsonLines(target) => {
+            Output::JsonLines(path) => {
                 let lines = results.map(move |row| result_line(&row, format).to_string());
-                write_results(lines, target, ctx)
+                write_results(lines, &OutputTarget::JsonLines(path.clone()), ctx)
+            }
+            Output::Kafka(kafka) => {
+                let lines = results.map(move |row| result_line(&row, format).to_string());
+                write_results(lines, &OutputTarget::Kafka(kafka.clone()), ctx)
             }
             Output::Console { num_rows, truncate } => {
                 let rows = results.map(move |row| TableRow {

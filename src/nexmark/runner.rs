@@ -58,6 +58,16 @@ pub fn source_for(run: &NexmarkRun) -> NexmarkSource {
 
 /// Runs `run.query` over `run.events` generated events and counts its output rows.
 pub fn run(run: NexmarkRun) -> Result<NexmarkReport, Box<dyn std::error::Error + Send + Sync>> {
+    run_with_progress(run, Duration::from_secs(1), |_: &StreamingQueryProgress| {})
+}
+
+/// [`run`], pushing a progress report to `progress` every `interval` (events read so far are the
+/// sum of the reports' `numInputRows`), e.g. for a progress bar.
+pub fn run_with_progress(
+    run: NexmarkRun,
+    interval: Duration,
+    progress: impl ProgressListener,
+) -> Result<NexmarkReport, Box<dyn std::error::Error + Send + Sync>> {
     if !super::QUERIES.contains(&run.query.as_str()) {
         return Err(format!(
             "unknown or not yet implemented query {:?}; choose one of {:?}",
@@ -72,8 +82,11 @@ pub fn run(run: NexmarkRun) -> Result<NexmarkReport, Box<dyn std::error::Error +
     let counter = output_rows.clone();
     let query_name = run.query.clone();
     let started = Instant::now();
-    let handle =
-        Query::new(format!("nexmark-{}", run.query)).workers(run.workers.max(1)).start(move |scope, ctx| {
+    let handle = Query::new(format!("nexmark-{}", run.query))
+        .workers(run.workers.max(1))
+        .progress_interval(interval)
+        .on_progress(progress)
+        .start(move |scope, ctx| {
             let events = source.clone().stream(scope, ctx);
             let counter = counter.clone();
             macro_rules! count {

@@ -85,7 +85,8 @@ impl JsonLinesSink {
     where
         D: Serialize + DeserializeOwned + Ord + Clone + Send + 'static,
     {
-        let mut writer = if stream.scope().index() == 0 { Some(self.open()?) } else { None };
+        // A dataflow built only to be explained must not create (truncate) the file.
+        let mut writer = if stream.scope().index() == 0 && !ctx.is_explaining() { Some(self.open()?) } else { None };
         let target = match &self.target {
             JsonLinesTarget::Stdout => "stdout".to_string(),
             JsonLinesTarget::File(path) => path.display().to_string(),

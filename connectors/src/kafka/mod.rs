@@ -4,6 +4,15 @@
 //! [`KafkaOptions`] is what both share: the bootstrap servers and any librdkafka setting passed
 //! through unchanged (Spark's `kafka.*` options).
 
+pub mod admin;
 pub mod options;
+pub mod record;
+pub mod source;
+pub mod sink;
+pub mod transaction;
 
+pub use admin::{KafkaAdmin, KafkaAdminError, TopicPartition, Watermarks};
 pub use options::KafkaOptions;
+pub use record::{KafkaHeader, KafkaRecord, TimestampType};
+pub use source::{EndingOffsets, KafkaPartitionReader, KafkaSource, KafkaSourceBuilder, StartingOffsets, Subscription};
+pub use sink::{Delivery, KafkaSink, ProducerRecord};

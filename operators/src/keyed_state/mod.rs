@@ -167,6 +167,15 @@ where
                 "check that the state directory is writable, or use the memory backend",
             )
         })?;
+        ctx.plan().record(
+            weir_runtime::plan::OperatorPlan::operator(name, "keyed state (process_with_state)")
+                .state(weir_runtime::plan::StateBound::Timers(
+                    "the function removes a key's state, or an event-time timer or timeout it sets fires; a key \
+                     it never removes stays for ever"
+                        .to_string(),
+                ))
+                .exchange("records by key"),
+        );
         let metrics = ctx.metrics().operator(name);
         let (keyed, operator_late) = key_records(self.stream.records, name, self.key_of, &metrics);
         let records = operator::process(keyed, ctx, name, store, function, metrics.clone());

@@ -1,0 +1,120 @@
+//! The Kafka flags of `weir run` jobs: `--source kafka --brokers .. --topic ..` for input and
+//! `--sink kafka --output-topic .. --delivery ..` for output.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use weir::jobs::json_output::{KafkaOutput, OutputTarget};
+use weir::jobs::kafka_input::{KafkaInput, ValueFormat};
+use weir_connectors::codec::dead_letter::DeadLetterFile;
+use weir_connectors::kafka::sink::Delivery;
+
+use super::duration;
+
+/// Where a job reads Kafka records from, and how it decodes them.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaSourceArgs {
+    /// Kafka bootstrap servers, host:port[,host:port] (with --source kafka; also the sink's default).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to read (repeatable), with --source kafka.
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Where to start: earliest, latest, or Spark's JSON {"topic":{"0":23,"1":-2}} (-2 earliest,
+    /// -1 latest). The CLI starts at earliest (Spark's streaming default is latest).
+    #[arg(long, default_value = "earliest")]
+    pub starting_offsets: String,
+    /// End a bounded run here: latest (the end when the query starts) or Spark's JSON. Without it
+    /// the query runs until stopped.
+    #[arg(long)]
+    pub ending_offsets: Option<String>,
+    /// How record values are encoded: json, or avro (Confluent wire format; needs --registry).
+    #[arg(long, value_enum, default_value_t = ValueFormat::Json)]
+    pub format: ValueFormat,
+    /// Schema registry URL, for --format avro.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Records that do not decode are written here (JSON lines: raw bytes, reason, topic,
+    /// partition, offset) instead of failing the query.
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: Option<PathBuf>,
+    /// A librdkafka setting, key=value (repeatable; a leading kafka. is dropped), for the source and sink.
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+}
+
+impl KafkaSourceArgs {
+    /// The Kafka input these flags describe.
+    pub fn input(&self) -> Result<KafkaInput> {
+        let Some(brokers) = &self.brokers else { bail!("--source kafka needs --brokers host:port") };
+        if self.topics.is_empty() {
+            bail!("--source kafka needs --topic NAME (repeatable)");
+        }
+        let dead_letters = match &self.dead_letter {
+            Some(path) => Some(Arc::new(
+                DeadLetterFile::create(path)
+                    .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(KafkaInput {
+            brokers: brokers.clone(),
+            topics: self.topics.clone(),
+            starting_offsets: self.starting_offsets.clone(),
+            ending_offsets: self.ending_offsets.clone(),
+            format: self.format,
+            registry: self.registry.clone(),
+            dead_letters,
+            settings: settings(&self.settings)?,
+        })
+    }
+}
+
+/// Where a job writes Kafka records.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaSinkArgs {
+    /// Topic to write results to, with --sink kafka (it must exist).
+    #[arg(long)]
+    pub output_topic: Option<String>,
+    /// Bootstrap servers of the sink (default: --brokers).
+    #[arg(long)]
+    pub output_brokers: Option<String>,
+    /// at-least-once, idempotent, or exactly-once (one Kafka transaction per epoch, committed when
+    /// the watermark has passed it).
+    #[arg(long, default_value = "at-least-once")]
+    pub delivery: String,
+    /// How often an exactly-once sink commits its transaction.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub commit_interval: Duration,
+}
+
+impl KafkaSinkArgs {
+    /// The Kafka output these flags describe; `brokers` is the source's `--brokers`, if any.
+    pub fn target(&self, brokers: Option<&str>, source_settings: &[String]) -> Result<OutputTarget> {
+        let Some(topic) = &self.output_topic else { bail!("--sink kafka needs --output-topic NAME") };
+        let Some(brokers) = self.output_brokers.as_deref().or(brokers) else {
+            bail!("--sink kafka needs --output-brokers host:port (or --brokers)")
+        };
+        Ok(OutputTarget::Kafka(KafkaOutput {
+            brokers: brokers.to_string(),
+            topic: topic.clone(),
+            delivery: Delivery::parse(&self.delivery)?,
+            commit_interval: self.commit_interval,
+            settings: settings(source_settings)?,
+        }))
+    }
+}
+
+/// Parses repeated `key=value` settings.
+pub fn settings(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => Ok((key.trim().to_string(), value.trim().to_string())),
+            None => bail!("--kafka {pair:?}: expected key=value, e.g. --kafka fetch.min.bytes=1"),
+        })
+        .collect()
+}
