@@ -11,133 +11,37 @@
 //! - `WEIR_KAFKA_EOS_BROKERS` (a real Kafka, unavailable on the development machine): aborted data
 //!   is invisible to read_committed consumers and each result appears exactly once.
 
-use std::collections::BTreeSet;
-use std::future::Future;
-use std::pin::pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::operators::vec::Map;
 use weir::prelude::*;
 use weir::runtime::source::{event_source, PartitionReader, ReadStatus, Source};
-use weir_connectors::kafka::{Delivery, KafkaOptions, KafkaSink, ProducerRecord};
+use weir_connectors::kafka::{Delivery, KafkaOptions, KafkaRecord, KafkaSink, ProducerRecord};
+
+mod support;
+use support::kafka::{consume_all, create_topic, unique_topic, Isolation};
 
 // ---------------------------------------------------------------------------------------------
-// Harness (private until tests/support/kafka.rs offers the same)
+// Harness (brokers, topics and reading back come from tests/support/kafka.rs)
 // ---------------------------------------------------------------------------------------------
-
-fn env_brokers(var: &str, what: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: this test needs {what}. Run `scripts/test-env up` (or `scripts/test.sh`)")
-    })
-}
 
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-}
-
-fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = block_on(admin.create_topics([&new], &options)).expect("create_topics");
-    for result in results {
-        result.unwrap_or_else(|(t, e)| panic!("cannot create topic {t} on {brokers}: {e}"));
-    }
-}
-
-/// One record read back.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Read {
-    partition: i32,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
-}
-
-/// Reads `topic` from the beginning until every partition is at its end and at least `expect`
-/// records were read (or `within` has passed).
-fn read_topic(brokers: &str, topic: &str, read_committed: bool, expect: usize, within: Duration) -> Vec<Read> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("weir-sink-test-reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
-        .create()
-        .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    assert!(partitions > 0, "topic {topic} has no partitions");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut out = Vec::new();
-    let mut at_end = BTreeSet::new();
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                at_end.remove(&message.partition());
-                let headers = message
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-                    .unwrap_or_default();
-                out.push(Read {
-                    partition: message.partition(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                    headers,
-                });
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-        if at_end.len() == partitions as usize && out.len() >= expect {
-            break;
-        }
-    }
-    out
+/// Every record of `topic` up to the end of each partition (as fetches see it).
+fn read_topic(brokers: &str, topic: &str, read_committed: bool) -> Vec<KafkaRecord> {
+    consume_all(brokers, topic, if read_committed { Isolation::ReadCommitted } else { Isolation::ReadUncommitted })
 }
 
 /// The Java client's murmur2 (`Utils.murmur2`), from its published definition.
@@ -280,7 +184,7 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn values(reads: &[Read]) -> Vec<u64> {
+fn values(reads: &[KafkaRecord]) -> Vec<u64> {
     let mut v: Vec<u64> =
         reads.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap().parse().unwrap()).collect();
     v.sort();
@@ -295,10 +199,10 @@ fn values(reads: &[Read]) -> Vec<u64> {
 /// oracle is the input itself.
 fn run_map_to_kafka(delivery: Delivery, workers: usize, seed: u64) {
     let brokers = match delivery {
-        Delivery::ExactlyOnce => env_brokers("WEIR_KAFKA_TXN_BROKERS", "nisshi 0.7.0"),
-        _ => env_brokers("WEIR_KAFKA_BROKERS", "nisshi 0.8.1"),
+        Delivery::ExactlyOnce => support::kafka::txn_brokers(),
+        _ => support::kafka::brokers(),
     };
-    let topic = unique(&format!("weir-sink-{}-w{workers}", delivery.name()));
+    let topic = unique_topic(&format!("weir-sink-{}-w{workers}", delivery.name()));
     let partitions = 3;
     create_topic(&brokers, &topic, partitions);
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -344,6 +248,7 @@ fn run_map_to_kafka(delivery: Delivery, workers: usize, seed: u64) {
                 ProducerRecord::new(format!("{id}@{t}"))
                     .key(format!("key-{}", id % 37))
                     .header("event-time", t.to_be_bytes().to_vec())
+                    .timestamp(EventTime::from_millis(t))
             });
             use timely::dataflow::operators::Concat;
             KafkaSink::write(sink.clone(), on_time.concat(late), ctx, "out")
@@ -356,12 +261,14 @@ fn run_map_to_kafka(delivery: Delivery, workers: usize, seed: u64) {
     assert!(metrics.committed_epochs.load(Ordering::SeqCst) >= workers as u64, "at least one flush per worker");
 
     let read_committed = delivery == Delivery::ExactlyOnce;
-    let reads = read_topic(&brokers, &topic, read_committed, expected.len(), Duration::from_secs(30));
+    let reads = read_topic(&brokers, &topic, read_committed);
     let mut got: Vec<(String, u64, String)> = reads
         .iter()
         .map(|r| {
-            let t = u64::from_be_bytes(r.headers[0].1.clone().try_into().unwrap());
-            assert_eq!(r.headers[0].0, "event-time");
+            assert_eq!(r.headers.len(), 1);
+            assert_eq!(r.headers[0].key, "event-time");
+            let t = u64::from_be_bytes(r.headers[0].value.clone().unwrap().try_into().unwrap());
+            assert_eq!(r.timestamp, Some(t as i64), "the Kafka timestamp is the record's event time");
             (
                 String::from_utf8(r.key.clone().unwrap()).unwrap(),
                 t,
@@ -409,8 +316,8 @@ fn exactly_once_output_equals_the_input_on_murmur2_partitions_2_workers() {
 
 #[test]
 fn at_least_once_flushes_when_the_frontier_advances_not_at_the_end() {
-    let brokers = env_brokers("WEIR_KAFKA_BROKERS", "nisshi 0.8.1");
-    let topic = unique("weir-sink-alo-epochs");
+    let brokers = support::kafka::brokers();
+    let topic = unique_topic("weir-sink-alo-epochs");
     create_topic(&brokers, &topic, 2);
     let script = Scripted::new();
     let sink = KafkaSink::to_topic(KafkaOptions::new(&brokers), &topic).commit_interval(Duration::from_millis(50));
@@ -419,19 +326,19 @@ fn at_least_once_flushes_when_the_frontier_advances_not_at_the_end() {
     script.release([5_000]);
     wait_until("the first flush", Duration::from_secs(20), || committed_epochs(&handle) >= 1);
     // The query is still running: what was flushed is on the broker already.
-    let reads = read_topic(&brokers, &topic, false, 10, Duration::from_secs(10));
+    let reads = read_topic(&brokers, &topic, false);
     assert!(values(&reads).starts_with(&(1_000..1_010).collect::<Vec<_>>()), "{:?}", values(&reads));
     assert!(handle.is_active());
     script.finish();
     assert_eq!(handle.await_termination(Some(Duration::from_secs(20))), Ok(true));
-    let reads = read_topic(&brokers, &topic, false, 11, Duration::from_secs(10));
+    let reads = read_topic(&brokers, &topic, false);
     assert_eq!(values(&reads), (1_000..1_010).chain([5_000]).collect::<Vec<_>>());
 }
 
 #[test]
 fn a_topic_per_record_routes_each_record_and_a_record_without_topic_fails_the_query() {
-    let brokers = env_brokers("WEIR_KAFKA_BROKERS", "nisshi 0.8.1");
-    let (even, odd) = (unique("weir-sink-even"), unique("weir-sink-odd"));
+    let brokers = support::kafka::brokers();
+    let (even, odd) = (unique_topic("sink-even"), unique_topic("sink-odd"));
     create_topic(&brokers, &even, 1);
     create_topic(&brokers, &odd, 1);
     let route = |missing: Option<u64>| {
@@ -462,14 +369,8 @@ fn a_topic_per_record_routes_each_record_and_a_record_without_topic_fails_the_qu
             .await_termination(Some(Duration::from_secs(30)))
     };
     assert_eq!(route(None), Ok(true));
-    assert_eq!(
-        values(&read_topic(&brokers, &even, false, 20, Duration::from_secs(10))),
-        (0..40).step_by(2).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        values(&read_topic(&brokers, &odd, false, 20, Duration::from_secs(10))),
-        (1..40).step_by(2).collect::<Vec<_>>()
-    );
+    assert_eq!(values(&read_topic(&brokers, &even, false)), (0..40).step_by(2).collect::<Vec<_>>());
+    assert_eq!(values(&read_topic(&brokers, &odd, false)), (1..40).step_by(2).collect::<Vec<_>>());
     let error = route(Some(7)).expect_err("a record without a topic fails the query").to_string();
     assert!(error.contains("sink out") && error.contains("no topic"), "{error}");
 }
@@ -480,8 +381,8 @@ fn a_topic_per_record_routes_each_record_and_a_record_without_topic_fails_the_qu
 
 #[test]
 fn a_missing_topic_is_a_build_error_naming_it() {
-    let brokers = env_brokers("WEIR_KAFKA_BROKERS", "nisshi 0.8.1");
-    let topic = unique("weir-sink-no-such-topic");
+    let brokers = support::kafka::brokers();
+    let topic = unique_topic("weir-sink-no-such-topic");
     let sink = KafkaSink::to_topic(KafkaOptions::new(&brokers), &topic);
     let error =
         scripted_query("missing", "missing", &Scripted::new(), Duration::ZERO, sink).err().expect("a build error");
@@ -503,8 +404,8 @@ fn unreachable_brokers_are_a_build_error() {
 
 #[test]
 fn exactly_once_on_a_broker_without_transactions_is_a_build_error() {
-    let brokers = env_brokers("WEIR_KAFKA_BROKERS", "nisshi 0.8.1");
-    let topic = unique("weir-sink-no-txn");
+    let brokers = support::kafka::brokers();
+    let topic = unique_topic("weir-sink-no-txn");
     create_topic(&brokers, &topic, 1);
     let sink = KafkaSink::to_topic(KafkaOptions::new(&brokers), &topic)
         .delivery(Delivery::ExactlyOnce)
@@ -530,9 +431,7 @@ impl Drop for OwnBroker {
 }
 
 fn start_own_nisshi(port: u16) -> (OwnBroker, String) {
-    let bin = std::env::var("WEIR_NISSHI_BIN").unwrap_or_else(|_| {
-        panic!("WEIR_NISSHI_BIN is not set: this test starts its own nisshi 0.8.1. Run `scripts/test-env up`")
-    });
+    let bin = support::kafka::nisshi_bin();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(bin)
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
@@ -550,7 +449,7 @@ fn start_own_nisshi(port: u16) -> (OwnBroker, String) {
 #[test]
 fn a_broker_stopped_mid_run_fails_the_query_loudly() {
     let (mut broker, brokers) = start_own_nisshi(19_250);
-    let topic = unique("weir-sink-broker-gone");
+    let topic = unique_topic("weir-sink-broker-gone");
     create_topic(&brokers, &topic, 1);
     let script = Scripted::new();
     let sink = KafkaSink::to_topic(KafkaOptions::new(&brokers), &topic)
@@ -581,8 +480,8 @@ fn a_broker_stopped_mid_run_fails_the_query_loudly() {
 
 #[test]
 fn exactly_once_commits_one_transaction_per_epoch_once_the_frontier_passes_it() {
-    let brokers = env_brokers("WEIR_KAFKA_TXN_BROKERS", "nisshi 0.7.0");
-    let topic = unique("weir-sink-eos-epochs");
+    let brokers = support::kafka::txn_brokers();
+    let topic = unique_topic("weir-sink-eos-epochs");
     create_topic(&brokers, &topic, 2);
     let script = Scripted::new();
     let sink = KafkaSink::to_topic(KafkaOptions::new(&brokers), &topic)
@@ -599,13 +498,13 @@ fn exactly_once_commits_one_transaction_per_epoch_once_the_frontier_passes_it() 
     script.release(1_005..1_010);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(committed_epochs(&handle), 0, "no commit before the frontier passes the epoch");
-    assert!(read_topic(&brokers, &topic, false, 0, Duration::from_secs(5)).is_empty(), "nothing produced yet");
+    assert!(read_topic(&brokers, &topic, false).is_empty(), "nothing produced yet");
 
     // Stage B: a record 20 s later moves the watermark to 11 s: the epoch (all records so far,
     // stamped at time 0) is complete and goes out in one transaction.
     script.release(21_000..21_005);
     wait_until("the first commit", Duration::from_secs(20), || committed_epochs(&handle) >= 1);
-    let committed = read_topic(&brokers, &topic, true, 15, Duration::from_secs(10));
+    let committed = read_topic(&brokers, &topic, true);
     assert_eq!(values(&committed), (1_000..1_010).chain(21_000..21_005).collect::<Vec<_>>());
 
     // Stage C: stamped at 11 s, complete once the watermark moves on to 12 s.
@@ -615,14 +514,14 @@ fn exactly_once_commits_one_transaction_per_epoch_once_the_frontier_passes_it() 
     assert_eq!(handle.await_termination(Some(Duration::from_secs(20))), Ok(true));
     assert_eq!(committed_epochs(&handle), 2, "one transaction per epoch, none for an empty end");
     assert_eq!(handle.context().metrics().sink("out").output_rows.load(Ordering::SeqCst), 20);
-    let committed = read_topic(&brokers, &topic, true, 20, Duration::from_secs(10));
+    let committed = read_topic(&brokers, &topic, true);
     assert_eq!(values(&committed), (1_000..1_010).chain(21_000..21_005).chain(22_000..22_005).collect::<Vec<_>>());
 }
 
 #[test]
 fn a_second_run_with_the_same_transactional_id_fences_the_first_which_fails_loudly() {
-    let brokers = env_brokers("WEIR_KAFKA_TXN_BROKERS", "nisshi 0.7.0");
-    let topic = unique("weir-sink-eos-fence");
+    let brokers = support::kafka::txn_brokers();
+    let topic = unique_topic("weir-sink-eos-fence");
     create_topic(&brokers, &topic, 1);
     let id = unique("fenced-query");
     let sink = KafkaSink::to_topic(KafkaOptions::new(&brokers), &topic)
@@ -650,7 +549,7 @@ fn a_second_run_with_the_same_transactional_id_fences_the_first_which_fails_loud
     second_script.finish();
     assert_eq!(second.await_termination(Some(Duration::from_secs(20))), Ok(true));
     assert!(committed_epochs(&second) >= 1);
-    let reads = read_topic(&brokers, &topic, true, 3, Duration::from_secs(10));
+    let reads = read_topic(&brokers, &topic, true);
     let values = values(&reads);
     assert!(values.contains(&1_000) && values.contains(&5_000) && values.contains(&6_000), "{values:?}");
     assert!(!values.contains(&3_000), "the fenced run committed nothing after the fencing: {values:?}");
@@ -664,7 +563,7 @@ fn mock_run(
     configure: impl FnOnce(&MockCluster<'static, rdkafka::producer::DefaultProducerContext>, &str),
 ) -> (Result<bool, QueryError>, u64, String, String) {
     let mock = MockCluster::new(1).expect("mock cluster");
-    let topic = unique("weir-sink-mock");
+    let topic = unique_topic("weir-sink-mock");
     mock.create_topic(&topic, 2, 1).unwrap();
     let brokers = mock.bootstrap_servers();
     configure(&mock, &topic);
@@ -730,18 +629,10 @@ fn mock_produce_authorization_errors_abort_the_transaction_and_fail_the_query() 
 // Real Apache Kafka only (WEIR_KAFKA_EOS_BROKERS): visibility of aborted data
 // ---------------------------------------------------------------------------------------------
 
-fn eos_brokers() -> Option<String> {
-    let brokers = std::env::var("WEIR_KAFKA_EOS_BROKERS").ok();
-    if brokers.is_none() {
-        println!("SKIPPED (no real Kafka): set WEIR_KAFKA_EOS_BROKERS=host:port to run");
-    }
-    brokers
-}
-
 #[test]
 fn real_kafka_read_committed_hides_aborted_data_and_shows_each_result_once() {
-    let Some(brokers) = eos_brokers() else { return };
-    let topic = unique("weir-sink-eos-real");
+    let Some(brokers) = support::kafka::eos_brokers() else { return };
+    let topic = unique_topic("weir-sink-eos-real");
     create_topic(&brokers, &topic, 3);
     // An aborted transaction by a foreign producer, and one the sink's own fenced run leaves.
     let zombie: BaseProducer = ClientConfig::new()
@@ -773,9 +664,9 @@ fn real_kafka_read_committed_hides_aborted_data_and_shows_each_result_once() {
     second_script.finish();
     assert_eq!(second.await_termination(Some(Duration::from_secs(60))), Ok(true));
 
-    let committed = read_topic(&brokers, &topic, true, 4, Duration::from_secs(30));
+    let committed = read_topic(&brokers, &topic, true);
     assert!(committed.iter().all(|r| r.key.as_deref() != Some(b"aborted".as_slice())), "aborted data is hidden");
     assert_eq!(values(&committed), vec![1_000, 2_000, 3_000, 4_000, 5_000], "each result exactly once");
-    let uncommitted = read_topic(&brokers, &topic, false, 15, Duration::from_secs(30));
+    let uncommitted = read_topic(&brokers, &topic, false);
     assert!(uncommitted.len() >= 15, "read_uncommitted sees the aborted records: the test can fail");
 }

@@ -24,9 +24,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -68,11 +69,26 @@ impl Read for EofTracker<'_> {
     }
 }
 
-/// Reads one Avro datum that must span `body` exactly.
-fn read_datum(writer: &Schema, body: &[u8], schema_id: Option<u32>) -> Result<Value, DecodeErrorKind> {
-    let reader = GenericDatumReader::builder(writer)
-        .build()
-        .map_err(|e| DecodeErrorKind::InvalidAvro { schema_id, message: e.to_string() })?;
+/// Schemas used by cached readers and writers, interned for the life of the process (bounded by the number of
+/// distinct schemas seen): apache-avro's datum readers borrow their schemas, and building them per record (name
+/// resolution) costs more than decoding a small record.
+fn intern(schema: &Schema) -> &'static Schema {
+    static INTERNED: OnceLock<Mutex<HashMap<String, &'static Schema>>> = OnceLock::new();
+    let key = serde_json::to_string(schema).expect("an Avro schema always serialises");
+    let mut interned = INTERNED.get_or_init(Default::default).lock().expect("schema interner poisoned");
+    interned.entry(key).or_insert_with(|| Box::leak(Box::new(schema.clone())))
+}
+
+/// Reads one Avro datum that must span `body` exactly, with `reader` (which may resolve against a reader schema).
+/// On failure, tells a truncated body, a body that is not valid for the writer schema, and a value that does not
+/// resolve against the reader schema apart.
+fn read_datum(
+    reader: &GenericDatumReader<'static>,
+    writer: &'static Schema,
+    resolving: bool,
+    body: &[u8],
+    schema_id: Option<u32>,
+) -> Result<Value, DecodeErrorKind> {
     let mut input = EofTracker { rest: body, wanted_more: false };
     match reader.read_value(&mut input) {
         // apache-avro reads a union whose index is cut off at the end of the input as null: a complete datum
@@ -87,16 +103,40 @@ fn read_datum(writer: &Schema, body: &[u8], schema_id: Option<u32>) -> Result<Va
         Err(e) if input.wanted_more => {
             Err(DecodeErrorKind::TruncatedBody { schema_id, len: body.len(), message: e.to_string() })
         }
+        Err(e) if resolving => {
+            // Rare path: does the body decode with the writer schema alone? Then resolution failed.
+            match GenericDatumReader::builder(writer).build().and_then(|r| r.read_value(&mut &body[..])) {
+                Ok(_) => Err(DecodeErrorKind::Resolution { schema_id, message: e.to_string() }),
+                Err(_) => Err(DecodeErrorKind::InvalidAvro { schema_id, message: e.to_string() }),
+            }
+        }
         Err(e) => Err(DecodeErrorKind::InvalidAvro { schema_id, message: e.to_string() }),
     }
 }
 
-fn resolve(value: Value, reader: Option<&Schema>, schema_id: Option<u32>) -> Result<Value, DecodeErrorKind> {
-    match reader {
-        Some(reader) => {
-            value.resolve(reader).map_err(|e| DecodeErrorKind::Resolution { schema_id, message: e.to_string() })
-        }
-        None => Ok(value),
+/// A datum reader for one writer schema, resolving against the reader schema unless they are the same.
+struct PreparedReader {
+    reader: GenericDatumReader<'static>,
+    writer: &'static Schema,
+    resolving: bool,
+}
+
+impl PreparedReader {
+    fn new(
+        writer: &'static Schema,
+        reader_schema: Option<&'static Schema>,
+        schema_id: Option<u32>,
+    ) -> Result<Self, DecodeErrorKind> {
+        let reader_schema = reader_schema.filter(|r| !std::ptr::eq(*r, writer));
+        let reader = GenericDatumReader::builder(writer)
+            .maybe_reader_schema(reader_schema)
+            .build()
+            .map_err(|e| DecodeErrorKind::InvalidAvro { schema_id, message: e.to_string() })?;
+        Ok(PreparedReader { reader, writer, resolving: reader_schema.is_some() })
+    }
+
+    fn read(&self, body: &[u8], schema_id: Option<u32>) -> Result<Value, DecodeErrorKind> {
+        read_datum(&self.reader, self.writer, self.resolving, body, schema_id)
     }
 }
 
@@ -106,21 +146,49 @@ fn to_typed<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeErrorKind> {
 }
 
 /// The framed decoding every Avro decoder shares: header, writer schema from the registry, body, resolution.
-#[derive(Debug, Clone)]
+/// Each clone (one per worker) has its own cache of prepared readers by writer schema id.
 struct FramedReader {
     client: RegistryClient,
-    reader_schema: Option<Arc<Schema>>,
+    reader_schema: Option<&'static Schema>,
+    readers: RwLock<HashMap<u32, Arc<PreparedReader>>>,
+}
+
+impl Clone for FramedReader {
+    fn clone(&self) -> Self {
+        FramedReader::new(self.client.clone(), self.reader_schema)
+    }
+}
+
+impl std::fmt::Debug for FramedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramedReader")
+            .field("registry", &self.client.urls())
+            .field("reader_schema", &self.reader_schema.and_then(|s| s.name()).map(|n| n.fullname(None)))
+            .finish()
+    }
 }
 
 impl FramedReader {
-    fn read(&self, bytes: &[u8]) -> Result<Decoded<Value>, DecodeErrorKind> {
-        let (schema_id, body) = split_frame(bytes)?;
+    fn new(client: RegistryClient, reader_schema: Option<&'static Schema>) -> Self {
+        FramedReader { client, reader_schema, readers: RwLock::new(HashMap::new()) }
+    }
+
+    fn prepared(&self, schema_id: u32) -> Result<Arc<PreparedReader>, DecodeErrorKind> {
+        if let Some(found) = self.readers.read().expect("reader cache poisoned").get(&schema_id) {
+            return Ok(found.clone());
+        }
         let writer = self
             .client
             .schema_by_id(schema_id)
             .map_err(|e| DecodeErrorKind::from_registry(schema_id, e, self.client.urls()))?;
-        let value = read_datum(&writer.schema, body, Some(schema_id))?;
-        let value = resolve(value, self.reader_schema.as_deref(), Some(schema_id))?;
+        let prepared = Arc::new(PreparedReader::new(intern(&writer.schema), self.reader_schema, Some(schema_id))?);
+        self.readers.write().expect("reader cache poisoned").insert(schema_id, prepared.clone());
+        Ok(prepared)
+    }
+
+    fn read(&self, bytes: &[u8]) -> Result<Decoded<Value>, DecodeErrorKind> {
+        let (schema_id, body) = split_frame(bytes)?;
+        let value = self.prepared(schema_id)?.read(body, Some(schema_id))?;
         Ok(Decoded { value, schema_id })
     }
 }
@@ -154,15 +222,12 @@ impl<T: DeserializeOwned + AvroSchema> AvroDecoder<T> {
 impl<T: DeserializeOwned> AvroDecoder<T> {
     /// A decoder with this reader schema (which `T` must deserialize from).
     pub fn with_reader_schema(client: RegistryClient, reader_schema: Schema) -> Self {
-        AvroDecoder {
-            framed: FramedReader { client, reader_schema: Some(Arc::new(reader_schema)) },
-            _type: PhantomData,
-        }
+        AvroDecoder { framed: FramedReader::new(client, Some(intern(&reader_schema))), _type: PhantomData }
     }
 
     /// A decoder that reads every record in its writer's shape (no resolution) before deserializing into `T`.
     pub fn writer_schema_only(client: RegistryClient) -> Self {
-        AvroDecoder { framed: FramedReader { client, reader_schema: None }, _type: PhantomData }
+        AvroDecoder { framed: FramedReader::new(client, None), _type: PhantomData }
     }
 }
 
@@ -184,12 +249,12 @@ pub struct GenericAvroDecoder {
 impl GenericAvroDecoder {
     /// Values in the shape of each record's writer schema.
     pub fn new(client: RegistryClient) -> Self {
-        GenericAvroDecoder { framed: FramedReader { client, reader_schema: None } }
+        GenericAvroDecoder { framed: FramedReader::new(client, None) }
     }
 
     /// Values resolved against `reader_schema`.
     pub fn with_reader_schema(client: RegistryClient, reader_schema: Schema) -> Self {
-        GenericAvroDecoder { framed: FramedReader { client, reader_schema: Some(Arc::new(reader_schema)) } }
+        GenericAvroDecoder { framed: FramedReader::new(client, Some(intern(&reader_schema))) }
     }
 }
 
@@ -204,41 +269,33 @@ impl Decode for GenericAvroDecoder {
 /// Decodes raw (unframed) Avro binary written with a known schema into `T` ([`Value`] via
 /// [`RawAvroDecoder::generic`]).
 pub struct RawAvroDecoder<T> {
-    writer_schema: Arc<Schema>,
-    reader_schema: Option<Arc<Schema>>,
+    prepared: Arc<PreparedReader>,
     _type: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for RawAvroDecoder<T> {
     fn clone(&self) -> Self {
-        RawAvroDecoder {
-            writer_schema: self.writer_schema.clone(),
-            reader_schema: self.reader_schema.clone(),
-            _type: PhantomData,
-        }
+        RawAvroDecoder { prepared: self.prepared.clone(), _type: PhantomData }
     }
 }
 
 impl<T> RawAvroDecoder<T> {
-    /// Reads data written with `writer_schema`, resolved against `reader_schema` when given.
-    pub fn new(writer_schema: Schema, reader_schema: Option<Schema>) -> Self {
-        RawAvroDecoder {
-            writer_schema: Arc::new(writer_schema),
-            reader_schema: reader_schema.map(Arc::new),
-            _type: PhantomData,
-        }
+    /// Reads data written with `writer_schema`, resolved against `reader_schema` when given. Fails on a schema
+    /// whose named references do not resolve.
+    pub fn new(writer_schema: Schema, reader_schema: Option<Schema>) -> Result<Self, DecodeErrorKind> {
+        let prepared = PreparedReader::new(intern(&writer_schema), reader_schema.as_ref().map(intern), None)?;
+        Ok(RawAvroDecoder { prepared: Arc::new(prepared), _type: PhantomData })
     }
 
     fn read(&self, bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
-        let value = read_datum(&self.writer_schema, bytes, None)?;
-        resolve(value, self.reader_schema.as_deref(), None)
+        self.prepared.read(bytes, None)
     }
 }
 
 impl RawAvroDecoder<Value> {
     /// Generic values written with `writer_schema`.
-    pub fn generic(writer_schema: Schema) -> RawGenericAvroDecoder {
-        RawGenericAvroDecoder(RawAvroDecoder::new(writer_schema, None))
+    pub fn generic(writer_schema: Schema) -> Result<RawGenericAvroDecoder, DecodeErrorKind> {
+        Ok(RawGenericAvroDecoder(RawAvroDecoder::new(writer_schema, None)?))
     }
 }
 
@@ -300,10 +357,50 @@ impl AvroEncoderConfig {
     }
 }
 
+/// A datum writer for one schema, built once (the schema is interned).
+struct PreparedWriter {
+    schema: &'static Schema,
+    writer: GenericDatumWriter<'static>,
+    schema_id: Option<u32>,
+}
+
+impl PreparedWriter {
+    fn new(schema: &Schema, schema_id: Option<u32>) -> Result<Self, EncodeError> {
+        let schema = intern(schema);
+        let writer = GenericDatumWriter::builder(schema)
+            .build()
+            .map_err(|e| EncodeError::Avro { schema_id, message: e.to_string() })?;
+        Ok(PreparedWriter { schema, writer, schema_id })
+    }
+
+    fn error(&self, error: apache_avro::Error) -> EncodeError {
+        EncodeError::Avro { schema_id: self.schema_id, message: error.to_string() }
+    }
+
+    /// Appends a generic value, resolved against the schema first (so e.g. a bare value fills a union).
+    fn write_value(&self, value: Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let value = value.resolve(self.schema).map_err(|e| self.error(e))?;
+        let start = out.len();
+        self.writer.write_value_ref(out, &value).map(|_| ()).map_err(|e| {
+            out.truncate(start);
+            self.error(e)
+        })
+    }
+
+    /// Appends a `Serialize` value, serialized straight against the schema (no intermediate `Value`).
+    fn write_ser<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        self.writer.write_ser(out, value).map(|_| ()).map_err(|e| {
+            out.truncate(start);
+            self.error(e)
+        })
+    }
+}
+
 /// The schema, id and subject an encoder writes with, found by the pre-flight.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct RegisteredWriter {
-    schema: Arc<Schema>,
+    writer: Arc<PreparedWriter>,
     schema_id: u32,
     subject: String,
 }
@@ -321,7 +418,8 @@ impl RegisteredWriter {
         let text = schema_json(&schema);
         if let Some(found) = client.lookup(&subject, &text)? {
             tracing::info!(%subject, schema_id = found.id, version = found.version, "Avro encoder schema is registered");
-            return Ok(RegisteredWriter { schema: Arc::new(schema), schema_id: found.id, subject });
+            let writer = Arc::new(PreparedWriter::new(&schema, Some(found.id))?);
+            return Ok(RegisteredWriter { writer, schema_id: found.id, subject });
         }
         let name = schema.name().map_or_else(|| "the schema".to_string(), |n| format!("schema {}", n.fullname(None)));
         let has_versions = match client.versions(&subject) {
@@ -341,7 +439,8 @@ impl RegisteredWriter {
         if config.auto_register {
             let schema_id = client.register(&subject, &text)?;
             tracing::info!(%subject, schema_id, "Avro encoder registered its schema (auto-register)");
-            return Ok(RegisteredWriter { schema: Arc::new(schema), schema_id, subject });
+            let writer = Arc::new(PreparedWriter::new(&schema, Some(schema_id))?);
+            return Ok(RegisteredWriter { writer, schema_id, subject });
         }
         let state = if check.is_some() {
             "it is compatible with the subject's existing versions"
@@ -358,14 +457,16 @@ impl RegisteredWriter {
         )))
     }
 
-    fn write(&self, value: Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let avro_error =
-            |e: apache_avro::Error| EncodeError::Avro { schema_id: Some(self.schema_id), message: e.to_string() };
-        let value = value.resolve(&self.schema).map_err(avro_error)?;
-        let writer = GenericDatumWriter::builder(&self.schema).build().map_err(avro_error)?;
+    fn write_value(&self, value: Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
         write_header(self.schema_id, out);
-        writer.write_value_ref(out, &value).map_err(avro_error)?;
-        Ok(())
+        self.writer.write_value(value, out).inspect_err(|_| out.truncate(start))
+    }
+
+    fn write_ser<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        write_header(self.schema_id, out);
+        self.writer.write_ser(value, out).inspect_err(|_| out.truncate(start))
     }
 }
 
@@ -422,69 +523,55 @@ impl<T> AvroEncoder<T> {
 
     /// The writer schema.
     pub fn schema(&self) -> &Schema {
-        &self.writer.schema
+        self.writer.writer.schema
     }
 
     /// Encodes a generic value (resolved against the writer schema first).
     pub fn encode_value(&self, value: Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.writer.write(value, out)
+        self.writer.write_value(value, out)
     }
 }
 
 impl<T: Serialize> Encode<T> for AvroEncoder<T> {
     fn encode_into(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let value = apache_avro::to_value(value)
-            .map_err(|e| EncodeError::Avro { schema_id: Some(self.writer.schema_id), message: e.to_string() })?;
-        self.writer.write(value, out)
+        self.writer.write_ser(value, out)
     }
 }
 
 /// Encodes `T` as raw (unframed) Avro binary with a fixed schema.
 pub struct RawAvroEncoder<T> {
-    schema: Arc<Schema>,
+    writer: Arc<PreparedWriter>,
     _type: PhantomData<fn(&T)>,
 }
 
 impl<T> Clone for RawAvroEncoder<T> {
     fn clone(&self) -> Self {
-        RawAvroEncoder { schema: self.schema.clone(), _type: PhantomData }
+        RawAvroEncoder { writer: self.writer.clone(), _type: PhantomData }
     }
 }
 
 impl<T: AvroSchema> RawAvroEncoder<T> {
     /// An encoder with `T::get_schema()`.
-    pub fn new() -> Self {
+    pub fn new() -> Result<Self, EncodeError> {
         Self::with_schema(T::get_schema())
     }
 }
 
-impl<T: AvroSchema> Default for RawAvroEncoder<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<T> RawAvroEncoder<T> {
-    /// An encoder with this schema.
-    pub fn with_schema(schema: Schema) -> Self {
-        RawAvroEncoder { schema: Arc::new(schema), _type: PhantomData }
+    /// An encoder with this schema. Fails on a schema whose named references do not resolve.
+    pub fn with_schema(schema: Schema) -> Result<Self, EncodeError> {
+        Ok(RawAvroEncoder { writer: Arc::new(PreparedWriter::new(&schema, None)?), _type: PhantomData })
     }
 
-    /// Encodes a generic value.
+    /// Encodes a generic value (resolved against the schema first).
     pub fn encode_value(&self, value: Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let avro_error = |e: apache_avro::Error| EncodeError::Avro { schema_id: None, message: e.to_string() };
-        let value = value.resolve(&self.schema).map_err(avro_error)?;
-        let writer = GenericDatumWriter::builder(&self.schema).build().map_err(avro_error)?;
-        writer.write_value_ref(out, &value).map_err(avro_error)?;
-        Ok(())
+        self.writer.write_value(value, out)
     }
 }
 
 impl<T: Serialize> Encode<T> for RawAvroEncoder<T> {
     fn encode_into(&self, value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let value =
-            apache_avro::to_value(value).map_err(|e| EncodeError::Avro { schema_id: None, message: e.to_string() })?;
-        self.encode_value(value, out)
+        self.writer.write_ser(value, out)
     }
 }
 
@@ -506,21 +593,24 @@ mod tests {
 
     #[test]
     fn raw_round_trip_typed_and_generic() {
-        let encoder = RawAvroEncoder::<Reading>::new();
+        let encoder = RawAvroEncoder::<Reading>::new().unwrap();
         let bytes = encoder.encode(&reading()).unwrap();
-        assert_eq!(RawAvroDecoder::<Reading>::new(Reading::get_schema(), None).decode(&bytes).unwrap(), reading());
-        let value = RawAvroDecoder::generic(Reading::get_schema()).decode(&bytes).unwrap();
+        assert_eq!(
+            RawAvroDecoder::<Reading>::new(Reading::get_schema(), None).unwrap().decode(&bytes).unwrap(),
+            reading()
+        );
+        let value = RawAvroDecoder::generic(Reading::get_schema()).unwrap().decode(&bytes).unwrap();
         let Value::Record(fields) = value else { panic!("not a record") };
         assert_eq!(fields[1], ("value".to_string(), Value::Int(42)));
         let none = Reading { note: None, ..reading() };
         let bytes = encoder.encode(&none).unwrap();
-        assert_eq!(RawAvroDecoder::<Reading>::new(Reading::get_schema(), None).decode(&bytes).unwrap(), none);
+        assert_eq!(RawAvroDecoder::<Reading>::new(Reading::get_schema(), None).unwrap().decode(&bytes).unwrap(), none);
     }
 
     #[test]
     fn raw_truncated_and_trailing_bodies() {
-        let bytes = RawAvroEncoder::<Reading>::new().encode(&reading()).unwrap();
-        let decoder = RawAvroDecoder::<Reading>::new(Reading::get_schema(), None);
+        let bytes = RawAvroEncoder::<Reading>::new().unwrap().encode(&reading()).unwrap();
+        let decoder = RawAvroDecoder::<Reading>::new(Reading::get_schema(), None).unwrap();
         for cut in 0..bytes.len() {
             let error = decoder.decode(&bytes[..cut]).unwrap_err();
             assert_eq!(error.name(), "truncated_body", "cut at {cut}: {error}");
@@ -543,7 +633,7 @@ mod tests {
                {"name":"unit","type":"string","default":"celsius"}]}"#,
         )
         .unwrap();
-        let bytes = RawAvroEncoder::<Value>::with_schema(writer.clone());
+        let bytes = RawAvroEncoder::<Value>::with_schema(writer.clone()).unwrap();
         let mut out = Vec::new();
         bytes
             .encode_value(
@@ -551,7 +641,7 @@ mod tests {
                 &mut out,
             )
             .unwrap();
-        let value = RawAvroDecoder::<Value>::new(writer, Some(reader)).read(&out).unwrap();
+        let value = RawAvroDecoder::<Value>::new(writer, Some(reader)).unwrap().read(&out).unwrap();
         assert_eq!(
             value,
             Value::Record(vec![
@@ -560,5 +650,28 @@ mod tests {
                 ("unit".into(), Value::String("celsius".into())),
             ])
         );
+    }
+
+    #[test]
+    fn resolution_invalid_body_and_type_errors_are_told_apart() {
+        let writer =
+            Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#).unwrap();
+        let reader = Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#).unwrap();
+        let mut body = Vec::new();
+        RawAvroEncoder::<Value>::with_schema(writer.clone())
+            .unwrap()
+            .encode_value(Value::Record(vec![("a".into(), Value::String("x".into()))]), &mut body)
+            .unwrap();
+        let error = RawAvroDecoder::<Value>::new(writer.clone(), Some(reader)).unwrap().read(&body).unwrap_err();
+        assert_eq!(error.name(), "schema_resolution", "{error}");
+        assert!(error.to_string().starts_with("writer schema (raw Avro, no id) cannot be read with the reader schema"));
+        // A union index that does not exist.
+        let union = Schema::parse_str(r#"["null","string"]"#).unwrap();
+        let error = RawAvroDecoder::generic(union).unwrap().decode(&[0x08]).unwrap_err();
+        assert_eq!(error.name(), "invalid_avro", "{error}");
+        // The value decodes but does not fit the Rust type.
+        let error = RawAvroDecoder::<Reading>::new(writer, None).unwrap().decode(&body).unwrap_err();
+        assert_eq!(error.name(), "type_mismatch", "{error}");
+        assert!(error.to_string().contains("Reading"), "{error}");
     }
 }

@@ -156,15 +156,17 @@ impl KafkaAdmin {
                 Some(partitions) if !partitions.is_empty() => {
                     found.extend(partitions.iter().map(|p| TopicPartition::new(topic.clone(), *p)))
                 }
-                _ => return Err(KafkaAdminError {
-                    operation: format!("look up topic {topic:?}"),
-                    message: format!(
+                _ => {
+                    return Err(KafkaAdminError {
+                        operation: format!("look up topic {topic:?}"),
+                        message: format!(
                         "topic {topic:?} does not exist on {} (topics there: {}). Create it first, or check the name",
                         self.options.bootstrap_servers,
                         list_names(all.keys())
                     ),
-                    code: Some(RDKafkaErrorCode::UnknownTopicOrPartition),
-                }),
+                        code: Some(RDKafkaErrorCode::UnknownTopicOrPartition),
+                    })
+                }
             }
         }
         found.sort();

@@ -7,12 +7,12 @@
 pub mod admin;
 pub mod options;
 pub mod record;
-pub mod source;
 pub mod sink;
+pub mod source;
 pub mod transaction;
 
 pub use admin::{KafkaAdmin, KafkaAdminError, TopicPartition, Watermarks};
 pub use options::KafkaOptions;
 pub use record::{KafkaHeader, KafkaRecord, TimestampType};
-pub use source::{EndingOffsets, KafkaPartitionReader, KafkaSource, KafkaSourceBuilder, StartingOffsets, Subscription};
 pub use sink::{Delivery, KafkaSink, ProducerRecord};
+pub use source::{EndingOffsets, KafkaPartitionReader, KafkaSource, KafkaSourceBuilder, StartingOffsets, Subscription};
