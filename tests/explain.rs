@@ -213,3 +213,38 @@ fn cli_explains_jobs_without_running_them() {
     assert!(dot.contains("state: window close") && dot.contains("-> n2"), "{dot}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A source that must not be opened: explaining builds the dataflow but never runs it.
+struct NeverOpen;
+
+impl weir::runtime::source::Source for NeverOpen {
+    type Record = u64;
+    type Reader = weir::runtime::memory_source::MemoryReader<u64>;
+    fn description(&self) -> String {
+        "never-open".to_string()
+    }
+    fn partitions(&self) -> usize {
+        3
+    }
+    fn open(&self, partition: usize) -> Result<Self::Reader, QueryError> {
+        panic!("explain opened partition {partition}")
+    }
+}
+
+#[test]
+fn explaining_opens_no_source_partition() {
+    let plan = Query::new("never-open")
+        .explain(|scope, ctx| {
+            let events = event_source(
+                scope,
+                ctx,
+                NeverOpen,
+                |t: &u64| Some(EventTime::from_millis(*t)),
+                WatermarkOptions::default(),
+            );
+            Collector::new().attach(events.records, ctx, "out");
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(plan.node("Source[never-open]").unwrap().kind, "event-time source, 3 partitions");
+}

@@ -159,7 +159,7 @@ fn scripted_query(
     sink: KafkaSink,
 ) -> Result<QueryHandle, BuildError> {
     let script = script.clone();
-    Query::new(name).id(id).start(move |scope, ctx| {
+    Query::new(name).id(id).progress_interval(Duration::from_millis(100)).start(move |scope, ctx| {
         let events = event_source(
             scope,
             ctx,
@@ -506,6 +506,12 @@ fn exactly_once_commits_one_transaction_per_epoch_once_the_frontier_passes_it() 
     wait_until("the first commit", Duration::from_secs(20), || committed_epochs(&handle) >= 1);
     let committed = read_topic(&brokers, &topic, true);
     assert_eq!(values(&committed), (1_000..1_010).chain(21_000..21_005).collect::<Vec<_>>());
+    wait_until("a progress report counting the commit", Duration::from_secs(5), || {
+        handle
+            .recent_progress()
+            .iter()
+            .any(|p| p.sink.metrics.get("numCommittedEpochs").map(String::as_str) == Some("1"))
+    });
 
     // Stage C: stamped at 11 s, complete once the watermark moves on to 12 s.
     script.release(22_000..22_005);

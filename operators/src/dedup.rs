@@ -173,9 +173,9 @@ where
             "a key is forgotten when the watermark passes its first time + {}",
             weir_runtime::plan::format_duration(std::time::Duration::from_millis(ms))
         )),
-        None => weir_runtime::plan::StateBound::Unbounded(
-            "dedup_unbounded keeps every key it has ever seen".to_string(),
-        ),
+        None => {
+            weir_runtime::plan::StateBound::Unbounded("dedup_unbounded keeps every key it has ever seen".to_string())
+        }
     };
     ctx.plan().record(
         weir_runtime::plan::OperatorPlan::operator(name, "deduplication")

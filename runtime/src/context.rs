@@ -28,6 +28,7 @@ struct Inner {
     shared_watermarks: Mutex<HashMap<String, Arc<AtomicU64>>>,
     plan: crate::plan::PlanRegistry,
     explaining: AtomicBool,
+    other_process: AtomicBool,
 }
 
 impl QueryContext {
@@ -45,6 +46,7 @@ impl QueryContext {
                 shared_watermarks: Mutex::new(HashMap::new()),
                 plan: crate::plan::PlanRegistry::default(),
                 explaining: AtomicBool::new(false),
+                other_process: AtomicBool::new(false),
             }),
             state_backend: StateBackend::Memory,
         }
@@ -122,6 +124,18 @@ impl QueryContext {
     /// files and sources should avoid side effects.
     pub fn is_explaining(&self) -> bool {
         self.inner.explaining.load(Ordering::Relaxed)
+    }
+
+    /// Whether this process hosts worker 0, where the ordered sinks write (true unless this is a
+    /// process other than the first of a cluster).
+    pub fn hosts_worker_zero(&self) -> bool {
+        !self.inner.other_process.load(Ordering::Relaxed)
+    }
+
+    /// Records that this process is not the first of its cluster (see
+    /// [`QueryContext::hosts_worker_zero`]).
+    pub fn set_other_process(&self) {
+        self.inner.other_process.store(true, Ordering::Relaxed);
     }
 
     /// Marks the dataflow as built only to be explained (see [`QueryContext::is_explaining`]).

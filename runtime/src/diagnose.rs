@@ -5,7 +5,8 @@
 //! (with the offsets it started from), no new input, a watermark that does not move (with the
 //! partition holding it back), records that all arrive late (with how late), or operators
 //! waiting for the watermark to close their windows. Sink errors and a failed query are named at
-//! once, whatever the output.
+//! once, whatever the output. In a cluster, only the process hosting worker 0 (where the ordered
+//! sinks write) diagnoses missing output; every process reports its sink errors.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -124,7 +125,8 @@ impl Diagnoser {
             }
         }
 
-        if interval.output_rows > 0 {
+        // Ordered sinks write on worker 0 only: a process without it writes nothing by design.
+        if interval.output_rows > 0 || !ctx.hosts_worker_zero() {
             self.streak = Streak::default();
             return (!causes.is_empty()).then_some(Diagnosis { intervals_without_output: 0, causes });
         }
@@ -403,10 +405,7 @@ impl StatusTracker {
     /// The status of every operator with counters, for the interval since the last call.
     pub fn operators(&mut self, ctx: &QueryContext) -> Vec<OperatorStatus> {
         if self.plan.is_none() {
-            if let Some(graph) = ctx.plan().graph() {
-                let stateful: Vec<String> = ctx.metrics().operators().iter().map(|op| op.name.clone()).collect();
-                self.plan = Some(crate::plan::Plan::assemble(ctx.name(), &ctx.plan().entries(), &graph, &stateful));
-            }
+            self.plan = crate::plan::Plan::of(ctx);
         }
         let metrics = ctx.metrics();
         let global = metrics.sources().iter().filter_map(|s| s.watermark()).min();

@@ -262,8 +262,15 @@ pub struct Plan {
 
 impl Plan {
     /// Joins the operators' records with the timely graph. `stateful` names the operators that
-    /// registered state counters, so one that did not record a plan still shows as stateful.
-    pub fn assemble(query: &str, entries: &[OperatorPlan], graph: &TimelyGraph, stateful: &[String]) -> Plan {
+    /// registered state counters, so one that did not record a plan still shows as stateful;
+    /// `sinks` the registered sinks, so a timely operator called `Anything[<sink>]` is a sink.
+    pub fn assemble(
+        query: &str,
+        entries: &[OperatorPlan],
+        graph: &TimelyGraph,
+        stateful: &[String],
+        sinks: &[String],
+    ) -> Plan {
         // Which plan entry (by index) each timely operator belongs to.
         let owner_of = |op_name: &str| -> Option<usize> {
             entries
@@ -280,7 +287,7 @@ impl Plan {
         for (&index, op_name) in &graph.operators {
             let key = match owner_of(op_name) {
                 Some(i) => Some(entries[i].name.clone()),
-                None => implicit_plan(op_name, stateful).map(|plan| {
+                None => implicit_plan(op_name, stateful, sinks).map(|plan| {
                     let name = plan.name.clone();
                     if !extra.iter().any(|e| e.name == name) {
                         extra.push(plan);
@@ -360,6 +367,15 @@ impl Plan {
             nodes[i].watermark_from = sources.into_iter().collect();
         }
         Plan { query: query.to_string(), nodes }
+    }
+
+    /// The plan of the query `ctx`, if its dataflow graph was seen while it was built (by
+    /// [`crate::query::Query::explain`], or with [`crate::query::Query::operator_frontiers`]).
+    pub fn of(ctx: &crate::context::QueryContext) -> Option<Plan> {
+        let graph = ctx.plan().graph()?;
+        let stateful: Vec<String> = ctx.metrics().operators().iter().map(|op| op.name.clone()).collect();
+        let sinks: Vec<String> = ctx.metrics().sinks().iter().map(|sink| sink.description.clone()).collect();
+        Some(Plan::assemble(ctx.name(), &ctx.plan().entries(), &graph, &stateful, &sinks))
     }
 
     /// The nodes whose state nothing bounds.
@@ -468,7 +484,7 @@ impl fmt::Display for Plan {
 
 /// Plan entries for timely operators that no Weir operator recorded: sources, sinks, and
 /// operators that registered state counters without describing themselves.
-fn implicit_plan(op_name: &str, stateful: &[String]) -> Option<OperatorPlan> {
+fn implicit_plan(op_name: &str, stateful: &[String], sinks: &[String]) -> Option<OperatorPlan> {
     if op_name.starts_with("Source[") {
         return Some(OperatorPlan::source(op_name, "source"));
     }
@@ -479,6 +495,11 @@ fn implicit_plan(op_name: &str, stateful: &[String]) -> Option<OperatorPlan> {
     }
     if op_name.starts_with("Collector[") {
         return Some(OperatorPlan::sink(op_name, "collector (in memory)"));
+    }
+    // Any other sink, e.g. `KafkaSink[out]` for the sink registered as `out`.
+    if sinks.iter().any(|sink| op_name.ends_with(&format!("[{sink}]"))) {
+        let kind = op_name.split('[').next().unwrap_or(op_name);
+        return Some(OperatorPlan::sink(op_name, format!("sink ({kind})")));
     }
     let base = op_name.split('/').next().unwrap_or(op_name);
     stateful
@@ -585,7 +606,14 @@ mod tests {
             ]),
             channels: vec![(1, 0, 2, 0), (2, 0, 3, 0), (1, 1, 4, 0), (3, 0, 5, 0)],
         };
-        let plan = Plan::assemble("q", &entries, &graph, &[]);
+        let plan = Plan::assemble("q", &entries, &graph, &[], &[]);
+        let kafka = TimelyGraph {
+            operators: BTreeMap::from([(1, "Source[a]".to_string()), (2, "KafkaSink[out]".to_string())]),
+            channels: vec![(1, 0, 2, 0)],
+        };
+        let with_kafka = Plan::assemble("q", &entries, &kafka, &[], &["out".to_string()]);
+        assert_eq!(with_kafka.nodes[1].role, NodeRole::Sink);
+        assert_eq!(with_kafka.nodes[1].kind, "sink (KafkaSink)");
         let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["Source[a]", "join", "Sink[out]"]);
         assert_eq!(

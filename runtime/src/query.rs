@@ -126,8 +126,9 @@ impl Query {
         ctx.set_explaining();
         let worker_ctx = ctx.clone();
         let graph = timely::execute_directly(move |worker| {
-            let (result, graph) =
-                build_seeing_graph(worker, |worker| worker.dataflow::<EventTime, _, _>(|scope| build(scope, &worker_ctx)));
+            let (result, graph) = build_seeing_graph(worker, |worker| {
+                worker.dataflow::<EventTime, _, _>(|scope| build(scope, &worker_ctx))
+            });
             for dataflow in worker.installed_dataflows() {
                 worker.drop_dataflow(dataflow);
             }
@@ -159,6 +160,9 @@ impl Query {
         let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone())
             .with_state_backend(self.state_backend.clone());
+        if self.execution.process != 0 {
+            ctx.set_other_process();
+        }
         let shared = Arc::new(Shared {
             active: AtomicBool::new(true),
             status: Mutex::new(QueryStatus::new("Initializing sources")),
@@ -437,9 +441,7 @@ impl QueryHandle {
 
     /// The dataflow's plan, if the query was started with [`Query::explain_only`].
     pub fn plan(&self) -> Option<crate::plan::Plan> {
-        let graph = self.ctx.plan().graph()?;
-        let stateful: Vec<String> = self.ctx.metrics().operators().iter().map(|op| op.name.clone()).collect();
-        Some(crate::plan::Plan::assemble(self.ctx.name(), &self.ctx.plan().entries(), &graph, &stateful))
+        crate::plan::Plan::of(&self.ctx)
     }
 
     /// A cloneable handle that can stop the query from elsewhere (e.g. a signal handler).

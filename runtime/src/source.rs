@@ -166,7 +166,9 @@ pub fn event_source_with_batch<'scope, S: Source>(
         let mut caps: Option<(Capability<EventTime>, Capability<EventTime>)> = Some((records_cap, late_cap));
 
         let mut partitions = Vec::new();
-        for index in (0..source.partitions()).filter(|p| p % peers == worker) {
+        // A dataflow built only to be explained never runs: it opens nothing (no file, no consumer).
+        let explaining = ctx.is_explaining();
+        for index in (0..source.partitions()).filter(|p| p % peers == worker && !explaining) {
             match source.open(index) {
                 Ok(reader) => partitions.push(Partition { index, reader, watermark: PartitionWatermark::new(options.delay), finished: false }),
                 Err(error) => {
