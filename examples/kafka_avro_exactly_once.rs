@@ -68,12 +68,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ending_offsets(EndingOffsets::Latest)
             .build()?
             .map_records(move |_, record: KafkaRecord| {
-                let decoded = decoder.decode(record.value.as_deref().unwrap_or_default()).map_err(|e| {
-                    QueryError::Source {
+                let decoded =
+                    decoder.decode(record.value.as_deref().unwrap_or_default()).map_err(|e| QueryError::Source {
                         source_name: "avro-events".into(),
                         message: format!("{}-{} offset {}: {e}", record.topic, record.partition, record.offset),
-                    }
-                })?;
+                    })?;
                 Ok(Some(decoded.value))
             });
         let events = event_source(
@@ -112,10 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Read the committed output back.
     let consumer: BaseConsumer = KafkaOptions::new(&brokers)
-        .client_config(&[
-            ("group.id", "weir-example"),
-            ("isolation.level", "read_committed"),
-        ])
+        .client_config(&[("group.id", "weir-example"), ("isolation.level", "read_committed")])
         .create()?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&format!("running-counts-{run}"), 0, Offset::Beginning)?;

@@ -44,9 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..3_000u64 {
         let click = Click { user: format!("u{}", i * 7 % 10), ts: 1_700_000_000_000 + i * 10 - (i * 37 % 1_000) };
         let value = serde_json::to_vec(&click)?;
-        producer
-            .send(BaseRecord::to(&clicks_topic).key(click.user.as_bytes()).payload(&value))
-            .map_err(|(e, _)| e)?;
+        producer.send(BaseRecord::to(&clicks_topic).key(click.user.as_bytes()).payload(&value)).map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
 

@@ -82,9 +82,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ending_offsets(EndingOffsets::Latest)
             .build()?
             .map_records(move |_, record: KafkaRecord| {
-                let decoded = decoder.decode(record.value.as_deref().unwrap_or_default()).map_err(|e| {
-                    QueryError::Source { source_name: "users".into(), message: format!("offset {}: {e}", record.offset) }
-                })?;
+                let decoded =
+                    decoder.decode(record.value.as_deref().unwrap_or_default()).map_err(|e| QueryError::Source {
+                        source_name: "users".into(),
+                        message: format!("offset {}: {e}", record.offset),
+                    })?;
                 Ok(Some((decoded.schema_id, decoded.value, record.timestamp.unwrap_or(0))))
             });
         let events = event_source(
@@ -102,7 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(error.into());
     }
     let mut users: Vec<(u32, UserV2)> = users.take().into_iter().map(|(_, user)| user).collect();
-    users.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    users.sort_by_key(|(_, user)| user.id);
     for (schema_id, user) in &users {
         println!("written with schema {schema_id}: {user:?}");
     }

@@ -486,3 +486,43 @@ fn human_bytes(bytes: i64) -> String {
         format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet(ctx: &QueryContext, diagnoser: &mut Diagnoser) -> Option<Diagnosis> {
+        let offsets = vec![("src".to_string(), serde_json::json!({"0": 5}))];
+        let interval = Interval {
+            output_rows: 0,
+            input_rows: 0,
+            late_rows: 0,
+            max_event_time: None,
+            watermark: None,
+            offsets: &offsets,
+        };
+        diagnoser.diagnose(ctx, &interval)
+    }
+
+    #[test]
+    fn only_the_process_with_worker_zero_diagnoses_missing_output() {
+        let first = QueryContext::ephemeral("first");
+        first.metrics().source("src");
+        let mut diagnoser = Diagnoser::default();
+        assert_eq!(quiet(&first, &mut diagnoser), None);
+        let diagnosis = quiet(&first, &mut diagnoser).expect("diagnosed after two quiet intervals");
+        assert_eq!(diagnosis.causes[0].reason, Reason::NoInputSinceStart);
+        assert_eq!(diagnosis.causes[0].details["startOffsets"], serde_json::json!({"0": 5}));
+
+        let other = QueryContext::ephemeral("other");
+        other.metrics().source("src");
+        other.set_other_process();
+        let mut diagnoser = Diagnoser::default();
+        for _ in 0..4 {
+            assert_eq!(quiet(&other, &mut diagnoser), None, "its sinks write on another process");
+        }
+        other.metrics().sink("out").errors.fetch_add(1, Ordering::Relaxed);
+        let errors = quiet(&other, &mut diagnoser).expect("sink errors are named in every process");
+        assert_eq!(errors.causes[0].reason, Reason::SinkErrors);
+    }
+}

@@ -104,11 +104,9 @@ pub fn run(args: WindowCountArgs) -> Result<()> {
         SourceKind::File => {
             Input::JsonLines { path: args.input.clone(), time_field: args.time_field, key_field: args.key_field }
         }
-        SourceKind::Kafka => Input::Kafka {
-            kafka: args.kafka.input()?,
-            time_field: args.time_field,
-            key_field: args.key_field,
-        },
+        SourceKind::Kafka => {
+            Input::Kafka { kafka: args.kafka.input()?, time_field: args.time_field, key_field: args.key_field }
+        }
         SourceKind::Rate => Input::Rate {
             rows_per_second: args.rows_per_second,
             keys: args.keys,

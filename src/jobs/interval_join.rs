@@ -26,7 +26,7 @@ use weir_runtime::prelude::*;
 
 use super::json_fields::{self, late_line, TimeFormat};
 use super::json_input::JsonInput;
-use super::json_output::{OutputTarget, write_late_lines, write_results};
+use super::json_output::{write_late_lines, write_results, OutputTarget};
 
 /// The operator name used in progress reports and late records.
 pub const OPERATOR_NAME: &str = "interval-join";

@@ -65,9 +65,8 @@ pub fn write_results<'scope>(
                 options = options.set(key, value.clone());
             }
             let records = lines.map(|line| {
-                let key = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|value| value.get("key").map(Value::to_string));
+                let key =
+                    serde_json::from_str::<Value>(&line).ok().and_then(|value| value.get("key").map(Value::to_string));
                 let record = ProducerRecord::new(line.into_bytes());
                 match key {
                     Some(key) => record.key(key.into_bytes()),

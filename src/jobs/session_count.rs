@@ -15,7 +15,7 @@ use weir_runtime::prelude::*;
 
 use super::json_fields::{self, TimeFormat};
 use super::json_input::JsonInput;
-use super::json_output::{OutputTarget, write_late, write_results};
+use super::json_output::{write_late, write_results, OutputTarget};
 use super::window_count::result_line;
 
 /// The operator name used in progress reports and late records.

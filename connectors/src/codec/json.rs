@@ -56,6 +56,19 @@ impl<T: DeserializeOwned> Decode for JsonDecoder<T> {
     type Output = T;
 
     fn decode(&self, bytes: &[u8]) -> Result<T, DecodeErrorKind> {
+        if let [0x00, a, b, c, d, ..] = bytes {
+            // Confluent's magic byte: say so rather than show a snippet of control characters.
+            let id = u32::from_be_bytes([*a, *b, *c, *d]);
+            return Err(DecodeErrorKind::InvalidJson {
+                line: 1,
+                column: 1,
+                message: format!(
+                    "expected value, got byte 0x00: this looks like Confluent-framed data (schema id {id}), use an \
+                     Avro decoder"
+                ),
+                snippet: bytes[..bytes.len().min(16)].escape_ascii().to_string(),
+            });
+        }
         self.decode_text(decode_utf8(bytes)?)
     }
 }
@@ -127,6 +140,12 @@ mod tests {
         let error = decoder.decode(b"").unwrap_err();
         assert_eq!(error.to_string(), "invalid JSON at line 1 column 0: EOF while parsing a value; near ``");
         assert_eq!(decoder.decode(b"\xff{").unwrap_err().name(), "invalid_utf8");
+        let framed = super::super::wire::frame(7, b"\x02\x06ana");
+        assert_eq!(
+            decoder.decode(&framed).unwrap_err().to_string(),
+            "invalid JSON at line 1 column 1: expected value, got byte 0x00: this looks like Confluent-framed data \
+             (schema id 7), use an Avro decoder; near `\\x00\\x00\\x00\\x00\\x07\\x02\\x06ana`"
+        );
         let long = format!("{{\"user\":\"{}\", oops}}", "é".repeat(100));
         let error = decoder.decode(long.as_bytes()).unwrap_err();
         assert!(error.to_string().contains("oops"), "{error}");
