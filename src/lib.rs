@@ -17,6 +17,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(doctest)]
+mod guide;
 pub mod jobs;
 pub mod metrics_endpoint;
 pub mod nexmark;

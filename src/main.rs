@@ -39,6 +39,9 @@ enum Command {
     /// Debugging helpers (e.g. `weir debug decode --brokers .. --topic .. --offset 42`).
     #[command(subcommand)]
     Debug(cli::debug::DebugCommand),
+    /// Checkpoint directories (e.g. `weir checkpoint inspect /var/lib/weir/q1 --json`).
+    #[command(subcommand)]
+    Checkpoint(cli::checkpoint::CheckpointCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,5 +102,6 @@ fn run(command: Command) -> Result<()> {
         Command::Registry(command) => cli::registry::run(command),
         Command::Kafka(command) => cli::kafka::run(command),
         Command::Debug(command) => cli::debug::run(command),
+        Command::Checkpoint(command) => cli::checkpoint::run(command),
     }
 }

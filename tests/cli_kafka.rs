@@ -83,7 +83,10 @@ fn oracle(input: &[weir_connectors::kafka::KafkaRecord], avro: bool) -> (BTreeSe
 
 fn produce_test_data(brokers: &str, topic: &str, extra: &[&str]) {
     let mut args = vec!["kafka", "produce-test-data", "--brokers", brokers, "--topic", topic, "--partitions", "3"];
-    args.extend_from_slice(&["--records", "6000", "--keys", "40", "--late-fraction", "0.03", "--late-by", "30s"]);
+    if !extra.contains(&"--records") {
+        args.extend_from_slice(&["--records", "6000"]);
+    }
+    args.extend_from_slice(&["--keys", "40", "--late-fraction", "0.03", "--late-by", "30s"]);
     args.extend_from_slice(extra);
     check(&weir(args));
 }
@@ -278,4 +281,92 @@ fn debug_decode_shows_hex_text_and_the_decoded_value() {
     assert!(text.contains("00000000  00 00 00 00 01"), "hex with the magic byte and schema id 1:\n{text}");
     assert!(text.contains("Avro, schema id 1: {\"key\":\"k"), "{text}");
     assert!(text.contains("\"value\":1}"), "the record at offset 1 is the second one:\n{text}");
+}
+
+#[test]
+fn dead_letters_can_go_to_a_kafka_topic() {
+    let brokers = brokers();
+    let registry = Registry::start();
+    let (topic, dlq) = (unique_topic("cli-dlq-in"), unique_topic("cli-dlq"));
+    create_topic(&brokers, &dlq, 1);
+    produce_test_data(
+        &brokers,
+        &topic,
+        &["--seed", "6", "--records", "200", "--format", "avro", "--registry", &registry.url],
+    );
+    // Two records that are not Avro: JSON text in an Avro topic.
+    check(&weir([
+        "kafka",
+        "produce-test-data",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--records",
+        "2",
+        "--late-fraction",
+        "0",
+    ]));
+    let run = weir([
+        "run",
+        "window-count",
+        "--source",
+        "kafka",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--format",
+        "avro",
+        "--registry",
+        &registry.url,
+        "--ending-offsets",
+        "latest",
+        "--window",
+        "10s",
+        "--watermark-delay",
+        "2s",
+        "--output",
+        "/dev/null",
+        "--dead-letter-topic",
+        &dlq,
+    ]);
+    check(&run);
+    let letters = consume_all(&brokers, &dlq, Isolation::ReadUncommitted);
+    assert_eq!(letters.len(), 2, "one letter per bad record");
+    for letter in letters {
+        let value: Value = serde_json::from_slice(letter.value.as_deref().unwrap()).unwrap();
+        assert_eq!(value["topic"], topic.as_str());
+        assert_eq!(value["error_kind"], "wrong_magic_byte");
+        let raw = value["raw"].as_str().unwrap();
+        assert!(!raw.is_empty(), "the raw bytes are kept");
+        let key = String::from_utf8(letter.key.unwrap()).unwrap();
+        assert!(key.starts_with(&format!("{topic}/")), "{key}");
+    }
+    // A missing dead-letter topic is a clear error before anything is read.
+    let missing = weir([
+        "run",
+        "window-count",
+        "--source",
+        "kafka",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--format",
+        "avro",
+        "--registry",
+        &registry.url,
+        "--ending-offsets",
+        "latest",
+        "--window",
+        "10s",
+        "--output",
+        "/dev/null",
+        "--dead-letter-topic",
+        "weir-no-such-dlq",
+    ]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("weir-no-such-dlq") && stderr.contains("dead-letter"), "{stderr}");
 }

@@ -143,19 +143,45 @@ impl Diagnoser {
         let metrics = ctx.metrics();
         if self.total_input == 0 {
             for source in metrics.sources() {
-                let started = self.start_offsets.get(&source.description).cloned().unwrap_or_default();
+                // Where the partitions opened in this process started (recorded when opened), or
+                // else the position the reports showed before the first record.
+                let nested = source.nested_offsets.load(Ordering::Relaxed);
+                let opened = source.start_offsets.lock().unwrap().clone();
+                let started = if opened.is_empty() {
+                    self.start_offsets.get(&source.description).cloned().unwrap_or_default()
+                } else {
+                    crate::progress::offsets_value(&opened, nested)
+                };
+                let latest = source.latest.lock().unwrap().clone();
+                let latest = (!latest.is_empty()).then(|| crate::progress::offsets_value(&latest, nested));
+                let hint = source.no_input_hint.lock().unwrap().clone();
+                let why = match (&hint, &latest) {
+                    (Some(hint), _) => hint.clone(),
+                    (None, Some(latest)) if *latest == started => "nothing has been written to it since (its \
+                         latest offsets are still the starting ones): check the producer, or whether it reads \
+                         the right place"
+                        .to_string(),
+                    _ => "nothing was written to it after those positions (a source starting at the latest \
+                          offsets only sees new data), or it reads the wrong place"
+                        .to_string(),
+                };
+                let mut details = serde_json::json!({ "startOffsets": started });
+                if let Some(latest) = latest {
+                    details["latestOffsets"] = latest;
+                }
+                if let Some(hint) = hint {
+                    details["hint"] = hint.into();
+                }
                 causes.push(
                     Cause::new(
                         Reason::NoInputSinceStart,
                         format!(
-                            "source {} has read no record since the query started, from offsets {}: nothing was \
-                             written to it after those positions (a source starting at the latest offsets only \
-                             sees new data), or it reads the wrong place",
+                            "source {} has read no record since the query started, from offsets {}: {why}",
                             source.description, started
                         ),
                     )
                     .source(&source.description)
-                    .details(serde_json::json!({ "startOffsets": started })),
+                    .details(details),
                 );
             }
         } else if streak.input_rows == 0 {

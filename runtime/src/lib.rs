@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod context;
 pub mod diagnose;
 pub mod error;

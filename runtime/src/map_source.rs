@@ -88,6 +88,10 @@ where
     fn nested_offsets(&self) -> bool {
         self.source.nested_offsets()
     }
+
+    fn no_input_hint(&self) -> Option<String> {
+        self.source.no_input_hint()
+    }
 }
 
 /// The reader of one partition of a [`MapRecords`] source.

@@ -161,6 +161,11 @@ pub struct SourceMetrics {
     /// Whether positions are JSON objects merged into one in reports (see
     /// [`crate::source::Source::nested_offsets`]).
     pub nested_offsets: std::sync::atomic::AtomicBool,
+    /// Per partition opened in this process: its position when it was opened (where it starts).
+    pub start_offsets: Mutex<BTreeMap<usize, serde_json::Value>>,
+    /// The source's own sentence for a diagnosis when it has read nothing since the start (see
+    /// [`crate::source::Source::no_input_hint`]).
+    pub no_input_hint: Mutex<Option<String>>,
 }
 
 impl SourceMetrics {

@@ -317,7 +317,7 @@ impl ProgressTracker {
 
 /// Per-partition positions as one JSON value: merged into one object when the source's positions
 /// are nested objects (Kafka's `{"topic":{"partition":offset}}`), else keyed by partition index.
-fn offsets_value(positions: &BTreeMap<usize, serde_json::Value>, nested: bool) -> serde_json::Value {
+pub(crate) fn offsets_value(positions: &BTreeMap<usize, serde_json::Value>, nested: bool) -> serde_json::Value {
     let mut merged = serde_json::Value::Object(Default::default());
     for (partition, position) in positions {
         if nested {

@@ -70,6 +70,14 @@ pub trait Source: 'static {
     fn nested_offsets(&self) -> bool {
         false
     }
+    /// A sentence for the diagnosis of a query whose source has read nothing since it started:
+    /// where the source started and how to read older data, in the connector's own terms (e.g.
+    /// Kafka's "started at the latest offsets: only records produced after the start are read;
+    /// start at earliest to read the existing ones"). Shown in the `noInputSinceStart` cause of
+    /// progress reports (see [`crate::diagnose`]); `None` (the default) gives a generic sentence.
+    fn no_input_hint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How many records a source reads from one partition before it yields to other operators.
@@ -159,6 +167,9 @@ pub fn event_source_with_batch<'scope, S: Source>(
     let shared_watermark = ctx.shared_watermark(&description);
     let batch_size = batch_size.max(1);
     metrics.nested_offsets.store(source.nested_offsets(), Ordering::Relaxed);
+    if let Some(hint) = source.no_input_hint() {
+        *metrics.no_input_hint.lock().unwrap() = Some(hint);
+    }
 
     builder.build(move |mut capabilities| {
         let late_cap = capabilities.pop().expect("late output capability");
@@ -170,7 +181,10 @@ pub fn event_source_with_batch<'scope, S: Source>(
         let explaining = ctx.is_explaining();
         for index in (0..source.partitions()).filter(|p| p % peers == worker && !explaining) {
             match source.open(index) {
-                Ok(reader) => partitions.push(Partition { index, reader, watermark: PartitionWatermark::new(options.delay), finished: false }),
+                Ok(reader) => {
+                    metrics.start_offsets.lock().unwrap().insert(index, reader.position());
+                    partitions.push(Partition { index, reader, watermark: PartitionWatermark::new(options.delay), finished: false })
+                }
                 Err(error) => {
                     ctx.fail(error);
                     caps = None;

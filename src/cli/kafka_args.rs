@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use weir::jobs::json_output::{KafkaOutput, OutputTarget};
-use weir::jobs::kafka_input::{KafkaInput, ValueFormat};
+use weir::jobs::kafka_input::{DeadLetters, KafkaInput, ValueFormat};
 use weir_connectors::codec::dead_letter::DeadLetterFile;
+use weir_connectors::kafka::dead_letter::KafkaDeadLetters;
 use weir_connectors::kafka::sink::Delivery;
+use weir_connectors::kafka::KafkaOptions;
 
 use super::duration;
 
@@ -39,8 +41,12 @@ pub struct KafkaSourceArgs {
     pub registry: Option<String>,
     /// Records that do not decode are written here (JSON lines: raw bytes, reason, topic,
     /// partition, offset) instead of failing the query.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "dead_letter_topic")]
     pub dead_letter: Option<PathBuf>,
+    /// Like --dead-letter, to a Kafka topic on --brokers (it must exist): one record per letter,
+    /// its value the JSON envelope, its key `topic/partition`.
+    #[arg(long, value_name = "TOPIC")]
+    pub dead_letter_topic: Option<String>,
     /// A librdkafka setting, key=value (repeatable; a leading kafka. is dropped), for the source and sink.
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
@@ -53,12 +59,26 @@ impl KafkaSourceArgs {
         if self.topics.is_empty() {
             bail!("--source kafka needs --topic NAME (repeatable)");
         }
-        let dead_letters = match &self.dead_letter {
-            Some(path) => Some(Arc::new(
-                DeadLetterFile::create(path)
-                    .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?,
-            )),
-            None => None,
+        let settings = settings(&self.settings)?;
+        let dead_letters = match (&self.dead_letter, &self.dead_letter_topic) {
+            (Some(path), _) => Some(DeadLetters {
+                name: format!("file {}", path.display()),
+                target: Arc::new(
+                    DeadLetterFile::create(path)
+                        .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?,
+                ),
+            }),
+            (None, Some(topic)) => {
+                let mut options = KafkaOptions::new(brokers);
+                for (key, value) in &settings {
+                    options = options.set(key, value.clone());
+                }
+                Some(DeadLetters {
+                    name: format!("topic {topic}"),
+                    target: Arc::new(KafkaDeadLetters::new(&options, topic)?),
+                })
+            }
+            (None, None) => None,
         };
         Ok(KafkaInput {
             brokers: brokers.clone(),
@@ -68,7 +88,7 @@ impl KafkaSourceArgs {
             format: self.format,
             registry: self.registry.clone(),
             dead_letters,
-            settings: settings(&self.settings)?,
+            settings,
         })
     }
 }

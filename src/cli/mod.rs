@@ -2,6 +2,7 @@
 //! input and output flags, and waiting for the query to end. One file per job beside this one.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod debug;
 pub mod dedup;
 pub mod distinct_count;

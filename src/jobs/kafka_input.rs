@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use timely::dataflow::Scope;
 use weir_connectors::codec::avro::GenericAvroDecoder;
-use weir_connectors::codec::dead_letter::DeadLetterFile;
+use weir_connectors::codec::dead_letter::DeadLetterTarget;
 use weir_connectors::codec::json::JsonDecoder;
 use weir_connectors::codec::{Decode, DecodeStage, OnDecodeError, RecordOrigin};
 use weir_connectors::kafka::source::{EndingOffsets, KafkaSource, StartingOffsets};
@@ -44,11 +44,26 @@ pub struct KafkaInput {
     pub format: ValueFormat,
     /// Schema registry URL (for Avro).
     pub registry: Option<String>,
-    /// Records that do not decode go here (JSON lines with the raw bytes, reason, topic,
-    /// partition and offset) instead of failing the query. Shared by the workers of a process.
-    pub dead_letters: Option<Arc<DeadLetterFile>>,
+    /// Records that do not decode go here (with the raw bytes, reason, topic, partition and
+    /// offset) instead of failing the query. Shared by the workers of a process.
+    pub dead_letters: Option<DeadLetters>,
     /// librdkafka settings passed through.
     pub settings: Vec<(String, String)>,
+}
+
+/// Where a job's undecodable records go: a JSON-lines file or a Kafka topic.
+#[derive(Clone)]
+pub struct DeadLetters {
+    /// What it is, for messages (`file dead.jsonl`, `topic events-dlq`).
+    pub name: String,
+    /// The target, shared by the workers of a process.
+    pub target: Arc<dyn DeadLetterTarget>,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeadLetters({})", self.name)
+    }
 }
 
 impl KafkaInput {
@@ -83,7 +98,7 @@ impl KafkaInput {
     ) -> Result<EventStream<'scope, Value>, BuildError> {
         let source = self.source()?;
         let on_error = match &self.dead_letters {
-            Some(file) => OnDecodeError::DeadLetter(file.clone()),
+            Some(dead_letters) => OnDecodeError::DeadLetter(dead_letters.target.clone()),
             None => OnDecodeError::Fail,
         };
         let description = source.description();
@@ -125,7 +140,9 @@ fn decode<D: Decode>(
     let origin = RecordOrigin::new(record.topic.clone(), record.partition, record.offset);
     stage.decode(bytes, &origin).map_err(|error| QueryError::Source {
         source_name: source_name.to_string(),
-        message: format!("{error}. Fix the producer, or pass --dead-letter FILE to set such records aside"),
+        message: format!(
+            "{error}. Fix the producer, or set such records aside with --dead-letter FILE or --dead-letter-topic TOPIC"
+        ),
     })
 }
 

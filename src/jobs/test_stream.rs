@@ -97,7 +97,7 @@ mod tests {
         assert!(out_of_order > 1_000, "{out_of_order}");
         let mut max = i64::MIN;
         let late = a.iter().filter(|e| {
-            let late = e.ts < max - 2_000;
+            let late = e.ts < max.saturating_sub(2_000);
             max = max.max(e.ts);
             late
         });

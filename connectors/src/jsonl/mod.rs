@@ -14,6 +14,8 @@ use weir_runtime::time::EventTime;
 
 use crate::foreach::gather_epochs;
 
+pub mod transactional;
+
 /// Where a [`JsonLinesSink`] writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JsonLinesTarget {

@@ -5,6 +5,7 @@
 //! through unchanged (Spark's `kafka.*` options).
 
 pub mod admin;
+pub mod dead_letter;
 pub mod options;
 pub mod record;
 pub mod sink;

@@ -338,6 +338,7 @@ impl KafkaSourceBuilder {
                 "Kafka partition starts"
             );
         }
+        let no_input_hint = no_input_hint(&partitions, &watermarks, &starts);
         let per_read_cap = match self.max_offsets_per_epoch {
             Some(max) => (max.div_ceil(partitions.len() as u64)).max(1) as usize,
             None => usize::MAX,
@@ -352,9 +353,43 @@ impl KafkaSourceBuilder {
             fail_on_data_loss: self.fail_on_data_loss,
             failure_timeout,
             data_loss,
+            no_input_hint,
             consumer: OnceLock::new(),
         })
     }
+}
+
+/// The diagnosis hint for a source that reads nothing: which partitions started at their end
+/// (the `latest` trap: the records already in the topic are never read) and how to read them.
+fn no_input_hint(partitions: &[TopicPartition], watermarks: &[Watermarks], starts: &[(i64, String)]) -> Option<String> {
+    let at_end: Vec<usize> = (0..partitions.len())
+        .filter(|&i| starts[i].1.starts_with("latest") && starts[i].0 >= watermarks[i].high)
+        .collect();
+    if at_end.is_empty() {
+        return None;
+    }
+    let skipped: i64 = at_end.iter().map(|&i| (starts[i].0 - watermarks[i].low).max(0)).sum();
+    let which = if at_end.len() == partitions.len() {
+        "every partition".to_string()
+    } else {
+        at_end.iter().map(|&i| partitions[i].to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let by_time = at_end.iter().any(|&i| starts[i].1.contains("timestamp"));
+    let existing = match skipped {
+        0 => "the topic held no record when it started".to_string(),
+        1 => "the 1 record already in the topic is not read".to_string(),
+        n => format!("the {n} records already in the topic are not read"),
+    };
+    let fix = if by_time {
+        "choose an earlier starting timestamp, or start at earliest (--starting-offsets earliest, StartingOffsets::Earliest)"
+    } else {
+        "start at earliest (--starting-offsets earliest on the command line, StartingOffsets::Earliest in a program; Spark's startingOffsets=earliest)"
+    };
+    Some(format!(
+        "it started at the latest offsets ({which}{}), so it reads only records produced after the query started \
+         (Spark's startingOffsets=latest trap); {existing}. To read the existing records, {fix}",
+        if by_time { ", having no record at or after the starting timestamp" } else { "" }
+    ))
 }
 
 /// The first offset of every partition and why it was chosen (for the startup log).
@@ -532,6 +567,7 @@ pub struct KafkaSource {
     fail_on_data_loss: bool,
     failure_timeout: Duration,
     data_loss: Arc<AtomicU64>,
+    no_input_hint: Option<String>,
     /// This worker's consumer, created when the first partition is opened (never cloned).
     consumer: OnceLock<Arc<WorkerConsumer>>,
 }
@@ -548,6 +584,7 @@ impl Clone for KafkaSource {
             fail_on_data_loss: self.fail_on_data_loss,
             failure_timeout: self.failure_timeout,
             data_loss: self.data_loss.clone(),
+            no_input_hint: self.no_input_hint.clone(),
             consumer: OnceLock::new(),
         }
     }
@@ -671,6 +708,10 @@ impl Source for KafkaSource {
 
     fn nested_offsets(&self) -> bool {
         true
+    }
+
+    fn no_input_hint(&self) -> Option<String> {
+        self.no_input_hint.clone()
     }
 
     fn open(&self, index: usize) -> Result<KafkaPartitionReader, QueryError> {
