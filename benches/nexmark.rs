@@ -8,12 +8,13 @@ use weir::nexmark::QUERIES;
 
 mod common;
 
-/// Per-worker targets, events/s.
-fn target(query: &str) -> f64 {
+/// The per-worker targets, events/s (queries without one print none).
+fn target(query: &str) -> Option<f64> {
     match query {
-        "q0" | "q1" | "q2" => 5e6,
-        "q15-hll" => 2e6,
-        _ => 1e6,
+        "q0" | "q1" | "q2" => Some(5e6),
+        "q8" | "q15-hll" => Some(2e6),
+        "q5" | "q7" | "q11" => Some(1e6),
+        _ => None,
     }
 }
 
@@ -33,10 +34,23 @@ fn main() {
                 seed: 0,
                 out_of_order_group_size: 1,
             };
-            let (elapsed, rows) =
-                common::best_of_three(|| runner::run(run.clone()).expect("the nexmark query runs").output_rows);
+            // q12's windows are processing-time windows: how many rows it writes depends on the
+            // run's speed, so only the event-time queries must give the same rows every run.
+            let processing_time = *query == "q12";
+            let mut last_rows = 0;
+            let (elapsed, _) = common::best_of_three(|| {
+                last_rows = runner::run(run.clone()).expect("the nexmark query runs").output_rows;
+                if processing_time {
+                    0
+                } else {
+                    last_rows
+                }
+            });
+            let rows = last_rows;
             common::report(&format!("{query}, {workers} worker(s), output_rows={rows}"), events, workers, elapsed);
-            println!("    target {:.1} M events/s per worker", target(query) / 1e6);
+            if let Some(target) = target(query) {
+                println!("    target {:.1} M events/s per worker", target / 1e6);
+            }
         }
     }
     println!("peak_rss_bytes={:?}", runner::peak_rss_bytes());

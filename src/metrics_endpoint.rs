@@ -16,7 +16,7 @@
 //! | `weir_source_partition_watermark_lag_seconds`, `weir_source_partition_idle` | `source`, `partition` | per partition |
 //! | `weir_operator_rows_in_total`, `weir_operator_rows_out_total`, `weir_operator_late_rows_total`, `weir_operator_rows_updated_total`, `weir_operator_rows_removed_total`, `weir_operator_duplicates_dropped_total` | `operator` | per operator |
 //! | `weir_operator_state_rows`, `weir_operator_state_bytes` | `operator` | state held now |
-//! | `weir_sink_output_rows_total`, `weir_sink_errors_total` | `sink` | per sink |
+//! | `weir_sink_output_rows_total`, `weir_sink_errors_total`, `weir_sink_epoch_commits_total`, `weir_sink_epoch_commit_seconds_total`, `weir_sink_last_epoch_commit_seconds` | `sink` | per sink; commit latency of epochs |
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -291,13 +291,33 @@ impl Collector for QueryCollector {
 
         let mut output = Family::new("weir_sink_output_rows", "Records the sink wrote.", MetricType::Counter);
         let mut errors = Family::new("weir_sink_errors", "Write errors of the sink.", MetricType::Counter);
+        let mut epochs = Family::new(
+            "weir_sink_epoch_commits",
+            "Epochs the sink made durable (committed transactions, or acknowledged flushes).",
+            MetricType::Counter,
+        );
+        let mut commit_seconds = Family::new(
+            "weir_sink_epoch_commit_seconds",
+            "Time spent committing epochs; divide its rate by weir_sink_epoch_commits' for the mean latency.",
+            MetricType::Counter,
+        );
+        let mut last_commit = Family::new(
+            "weir_sink_last_epoch_commit_seconds",
+            "How long the latest epoch commit took.",
+            MetricType::Gauge,
+        );
         for sink in metrics.sinks() {
             let by_sink = labels(&[("sink", &sink.description)]);
             output.add(by_sink.clone(), load(&sink.output_rows));
-            errors.add(by_sink, load(&sink.errors));
+            errors.add(by_sink.clone(), load(&sink.errors));
+            epochs.add(by_sink.clone(), load(&sink.committed_epochs));
+            commit_seconds.add(by_sink.clone(), load(&sink.commit_micros_total) / 1e6);
+            last_commit.add(by_sink, load(&sink.last_commit_micros) / 1e6);
         }
-        output.encode(&mut encoder)?;
-        errors.encode(&mut encoder)
+        for family in [output, errors, epochs, commit_seconds, last_commit] {
+            family.encode(&mut encoder)?;
+        }
+        Ok(())
     }
 }
 
@@ -332,5 +352,17 @@ mod tests {
         assert!(text.contains("weir_source_partition_lag{source=\"rate\",partition=\"0\"} 3.0"), "{text}");
         assert!(text.contains("weir_operator_state_bytes{operator=\"counts\"} 300.0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn renders_the_epoch_commit_latency_of_sinks() {
+        let ctx = QueryContext::ephemeral("commits");
+        let sink = ctx.metrics().sink("kafka:out");
+        sink.epoch_committed(std::time::Duration::from_millis(30));
+        sink.epoch_committed(std::time::Duration::from_millis(10));
+        let text = render(&ctx, &LastProgress::default());
+        assert!(text.contains("weir_sink_epoch_commits_total{sink=\"kafka:out\"} 2"), "{text}");
+        assert!(text.contains("weir_sink_epoch_commit_seconds_total{sink=\"kafka:out\"} 0.04"), "{text}");
+        assert!(text.contains("weir_sink_last_epoch_commit_seconds{sink=\"kafka:out\"} 0.01"), "{text}");
     }
 }

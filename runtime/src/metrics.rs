@@ -238,4 +238,19 @@ pub struct SinkMetrics {
     /// Epochs the sink has made durable (cumulative): committed transactions for a transactional
     /// sink, acknowledged flushes for an at-least-once one.
     pub committed_epochs: AtomicU64,
+    /// Time spent making those epochs durable (cumulative, microseconds): from the start of an
+    /// epoch's transaction (or flush) to its acknowledged commit.
+    pub commit_micros_total: AtomicU64,
+    /// The latest epoch commit's duration, microseconds.
+    pub last_commit_micros: AtomicU64,
+}
+
+impl SinkMetrics {
+    /// Records one durable epoch that took `latency` to commit.
+    pub fn epoch_committed(&self, latency: std::time::Duration) {
+        let micros = latency.as_micros().min(u64::MAX as u128) as u64;
+        self.committed_epochs.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
+        self.last_commit_micros.store(micros, Ordering::Relaxed);
+    }
 }

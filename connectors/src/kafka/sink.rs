@@ -475,6 +475,7 @@ impl SinkState {
 
     /// At-least-once: waits until every produced record is acknowledged.
     fn flush_epoch(&mut self) {
+        let started = Instant::now();
         let result = self.producer.flush(self.wait);
         if let Some(message) = self.delivery_error() {
             self.fail(message);
@@ -483,7 +484,7 @@ impl SinkState {
         match result {
             Ok(()) => {
                 self.metrics.output_rows.fetch_add(self.unflushed, Ordering::Relaxed);
-                self.metrics.committed_epochs.fetch_add(1, Ordering::Relaxed);
+                self.metrics.epoch_committed(started.elapsed());
                 self.unflushed = 0;
             }
             Err(error) => self.fail(format!(
@@ -497,6 +498,7 @@ impl SinkState {
 
     /// Exactly-once: writes `records` in one transaction and commits it.
     fn commit_epoch(&mut self, records: Vec<ProducerRecord>) {
+        let started = Instant::now();
         let rows = records.len() as u64;
         if !self.transactional(TxnStep::Begin, |p| p.begin_transaction()) {
             return;
@@ -519,7 +521,7 @@ impl SinkState {
             return;
         }
         self.metrics.output_rows.fetch_add(rows, Ordering::Relaxed);
-        self.metrics.committed_epochs.fetch_add(1, Ordering::Relaxed);
+        self.metrics.epoch_committed(started.elapsed());
     }
 
     /// Runs one transactional call through the state machine; `false` if the query failed.
