@@ -132,7 +132,9 @@ impl Family {
         }
         let mut family = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
         let encode = |sample: prometheus_client::encoding::MetricEncoder, value: f64| match self.kind {
-            MetricType::Counter => ConstCounter::new(value.max(0.0) as u64).encode(sample),
+            // Whole counts print as integers; a counter of seconds keeps its fraction.
+            MetricType::Counter if value.fract() == 0.0 => ConstCounter::new(value.max(0.0) as u64).encode(sample),
+            MetricType::Counter => ConstCounter::new(value.max(0.0)).encode(sample),
             _ => ConstGauge::new(value).encode(sample),
         };
         if let [(labels, value)] = self.samples.as_slice() {
