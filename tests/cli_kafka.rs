@@ -91,6 +91,34 @@ fn produce_test_data(brokers: &str, topic: &str, extra: &[&str]) {
     check(&weir(args));
 }
 
+/// `weir run window-count` over the Avro topic `topic`, bounded, output discarded, plus `extra`.
+fn avro_window_count(brokers: &str, topic: &str, registry: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        "window-count",
+        "--source",
+        "kafka",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--format",
+        "avro",
+        "--registry",
+        registry,
+        "--ending-offsets",
+        "latest",
+        "--window",
+        "10s",
+        "--watermark-delay",
+        "2s",
+        "--output",
+        "/dev/null",
+    ];
+    args.extend_from_slice(extra);
+    weir(args)
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -196,26 +224,7 @@ fn avro_window_count_with_dead_letters_equals_the_oracle() {
         "--late-fraction",
         "0",
     ]));
-    let failed = weir([
-        "run",
-        "window-count",
-        "--source",
-        "kafka",
-        "--brokers",
-        &brokers,
-        "--topic",
-        &topic,
-        "--format",
-        "avro",
-        "--registry",
-        &registry.url,
-        "--ending-offsets",
-        "latest",
-        "--window",
-        "10s",
-        "--output",
-        "/dev/null",
-    ]);
+    let failed = avro_window_count(&brokers, &topic, &registry.url, &[]);
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
@@ -307,30 +316,7 @@ fn dead_letters_can_go_to_a_kafka_topic() {
         "--late-fraction",
         "0",
     ]));
-    let run = weir([
-        "run",
-        "window-count",
-        "--source",
-        "kafka",
-        "--brokers",
-        &brokers,
-        "--topic",
-        &topic,
-        "--format",
-        "avro",
-        "--registry",
-        &registry.url,
-        "--ending-offsets",
-        "latest",
-        "--window",
-        "10s",
-        "--watermark-delay",
-        "2s",
-        "--output",
-        "/dev/null",
-        "--dead-letter-topic",
-        &dlq,
-    ]);
+    let run = avro_window_count(&brokers, &topic, &registry.url, &["--dead-letter-topic", &dlq]);
     check(&run);
     let letters = consume_all(&brokers, &dlq, Isolation::ReadUncommitted);
     assert_eq!(letters.len(), 2, "one letter per bad record");
@@ -344,28 +330,7 @@ fn dead_letters_can_go_to_a_kafka_topic() {
         assert!(key.starts_with(&format!("{topic}/")), "{key}");
     }
     // A missing dead-letter topic is a clear error before anything is read.
-    let missing = weir([
-        "run",
-        "window-count",
-        "--source",
-        "kafka",
-        "--brokers",
-        &brokers,
-        "--topic",
-        &topic,
-        "--format",
-        "avro",
-        "--registry",
-        &registry.url,
-        "--ending-offsets",
-        "latest",
-        "--window",
-        "10s",
-        "--output",
-        "/dev/null",
-        "--dead-letter-topic",
-        "weir-no-such-dlq",
-    ]);
+    let missing = avro_window_count(&brokers, &topic, &registry.url, &["--dead-letter-topic", "weir-no-such-dlq"]);
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("weir-no-such-dlq") && stderr.contains("dead-letter"), "{stderr}");

@@ -85,6 +85,16 @@ where
         })
     }
 
+    fn open_at(&self, partition: usize, position: &serde_json::Value) -> Result<Self::Reader, QueryError> {
+        Ok(MappedReader {
+            reader: self.source.open_at(partition, position)?,
+            map: self.map.clone(),
+            partition,
+            read: Vec::new(),
+            mapped: PhantomData,
+        })
+    }
+
     fn nested_offsets(&self) -> bool {
         self.source.nested_offsets()
     }

@@ -66,4 +66,16 @@ impl<D: Clone + std::fmt::Debug + 'static> Source for MemorySource<D> {
     fn open(&self, partition: usize) -> Result<MemoryReader<D>, QueryError> {
         Ok(MemoryReader { partitions: self.partitions.clone(), partition, next: 0 })
     }
+    /// Resumes at the index [`PartitionReader::position`] reported (the next record to read).
+    fn open_at(&self, partition: usize, position: &serde_json::Value) -> Result<MemoryReader<D>, QueryError> {
+        let len = self.partitions.get(partition).map_or(0, Vec::len);
+        let next = position.as_u64().filter(|&next| next <= len as u64).ok_or_else(|| QueryError::Source {
+            source_name: self.name.clone(),
+            message: format!(
+                "partition {partition} cannot resume at {position}: the position must be an index from 0 to {len} \
+                 (the partition holds {len} records)"
+            ),
+        })?;
+        Ok(MemoryReader { partitions: self.partitions.clone(), partition, next: next as usize })
+    }
 }

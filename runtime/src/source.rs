@@ -64,6 +64,21 @@ pub trait Source: 'static {
     fn partitions(&self) -> usize;
     /// Opens partition `partition` for reading.
     fn open(&self, partition: usize) -> Result<Self::Reader, QueryError>;
+    /// Opens partition `partition` where a checkpoint left it: `position` is exactly what
+    /// [`PartitionReader::position`] reported there, and the reader's first record is the one
+    /// that would have followed. Starting settings (e.g. Kafka's starting offsets) do not apply.
+    ///
+    /// The default fails: a source that cannot resume says so instead of starting over quietly.
+    fn open_at(&self, partition: usize, position: &serde_json::Value) -> Result<Self::Reader, QueryError> {
+        Err(QueryError::Source {
+            source_name: self.description(),
+            message: format!(
+                "source {} cannot resume from a checkpoint (partition {partition} was checkpointed at {position}): \
+                 it does not implement Source::open_at. Start the query without the checkpoint, or reset it",
+                self.description()
+            ),
+        })
+    }
     /// Whether each partition's position is a JSON object to be merged with the others into one
     /// (Kafka's `{"topic":{"partition":offset}}`) in progress reports, instead of being listed
     /// under the partition's index.

@@ -294,8 +294,9 @@ impl Wake for ThreadWaker {
     }
 }
 
-/// Runs `future` on this thread until it completes or `timeout` passes (then `None`).
-fn block_on<F: Future>(future: F, timeout: Duration) -> Option<F::Output> {
+/// Runs `future` on this thread until it completes or `timeout` passes (then `None`): rdkafka's
+/// admin calls are futures, and Weir's connectors call them from plain threads.
+pub(crate) fn block_on<F: Future>(future: F, timeout: Duration) -> Option<F::Output> {
     let mut future = pin!(future);
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let mut context = Context::from_waker(&waker);

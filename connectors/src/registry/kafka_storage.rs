@@ -17,11 +17,7 @@
 //! earlier records (compaction removes them eventually; then its id is gone, as in Confluent's registry).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -36,6 +32,7 @@ use serde_json::{json, Value};
 use super::compatibility::{CompatibilityLevel, Mode};
 use super::error::RegistryError;
 use super::store::{RegistryState, RegistryStorage, VersionRecord};
+use crate::kafka::admin::block_on;
 use crate::kafka::KafkaOptions;
 
 /// The topic Confluent's registry uses by default.
@@ -363,32 +360,6 @@ impl RegistryStorage for KafkaStorage {
         self.produce(&records)?;
         *self.saved.lock().expect("saved state poisoned") = state.clone();
         Ok(())
-    }
-}
-
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future on this thread; `None` if it is not done within `timeout`.
-fn block_on<F: Future>(future: F, timeout: Duration) -> Option<F::Output> {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return Some(output);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
-        }
-        std::thread::park_timeout(deadline - now);
     }
 }
 

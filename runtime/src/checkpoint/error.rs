@@ -151,6 +151,31 @@ pub enum Corruption {
     },
     /// The body is intact but is not the record it must be (e.g. JSON that does not parse).
     InvalidContent(String),
+    /// A state directory has no manifest: it was not completely written.
+    MissingManifest,
+    /// A file listed by its state directory's manifest is missing.
+    ListedFileMissing,
+    /// A file of a state directory does not have the size its manifest lists.
+    SizeMismatch {
+        /// The size in the manifest.
+        expected: u64,
+        /// The size on disk.
+        found: u64,
+    },
+    /// A file of a state directory does not have the CRC-32 its manifest lists.
+    ContentMismatch {
+        /// The checksum in the manifest.
+        expected: u32,
+        /// The checksum of the file as read.
+        found: u32,
+    },
+    /// A state directory holds a file its manifest does not list.
+    UnlistedFile,
+    /// A state snapshot is a directory where a file was expected, or the other way round.
+    WrongShape {
+        /// What the caller expected (`file` or `directory`).
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -184,6 +209,29 @@ impl fmt::Display for Corruption {
                  the bytes were changed or damaged after they were written"
             ),
             Corruption::InvalidContent(what) => write!(f, "its content is invalid: {what}"),
+            Corruption::MissingManifest => f.write_str(
+                "this state directory has no manifest (`weir-manifest`, written after its files): \
+                 it was not completely written",
+            ),
+            Corruption::ListedFileMissing => {
+                f.write_str("it is listed by the manifest of its state directory but is missing")
+            }
+            Corruption::SizeMismatch { expected, found } => write!(
+                f,
+                "it has {found} bytes, the manifest of its state directory lists {expected} bytes"
+            ),
+            Corruption::ContentMismatch { expected, found } => write!(
+                f,
+                "its content does not match the checksum in the manifest of its state directory (manifest crc32 \
+                 {expected:08x}, content crc32 {found:08x}): the bytes were changed or damaged after they were written"
+            ),
+            Corruption::UnlistedFile => {
+                f.write_str("it is not listed by the manifest of its state directory (it was added afterwards)")
+            }
+            Corruption::WrongShape { expected } => {
+                let found = if *expected == "file" { "directory" } else { "file" };
+                write!(f, "it is a {found}, a state {expected} was expected")
+            }
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum FileKind {
     State,
     /// `sinks/<sink>/<worker>/<epoch>`.
     Sink,
+    /// `state/<operator>/<worker>/<epoch>/weir-manifest`: the files of a state directory.
+    StateManifest,
 }
 
 impl FileKind {
@@ -52,6 +54,7 @@ impl FileKind {
             FileKind::Commit => "commit",
             FileKind::State => "state",
             FileKind::Sink => "sink",
+            FileKind::StateManifest => "state-manifest",
         }
     }
 }

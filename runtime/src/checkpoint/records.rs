@@ -66,10 +66,44 @@ pub struct StateFileRef {
     pub operator: String,
     /// The worker whose state it is.
     pub worker: usize,
-    /// The length of the snapshot (without the file's header).
+    /// The length of the snapshot (without the file's header); for a directory, the total size
+    /// of the files its manifest lists.
     pub bytes: u64,
-    /// The CRC-32 of the snapshot.
+    /// The CRC-32 of the snapshot; for a directory, the CRC-32 of its manifest's content.
     pub crc32: u32,
+    /// Whether the snapshot is one file of bytes or a directory (a RocksDB checkpoint). Commits
+    /// written before directories existed have no such field: they hold files.
+    #[serde(default, skip_serializing_if = "StateKind::is_bytes")]
+    pub kind: StateKind,
+}
+
+/// The two shapes of a state snapshot in `state/<operator>/<worker>/<epoch>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// One checkpoint file holding opaque bytes (a memory store's snapshot, an operator's
+    /// serialized structures): [`super::CheckpointDir::write_state`].
+    #[default]
+    Bytes,
+    /// A directory of files (a RocksDB checkpoint: hard links, no full copy) with a manifest
+    /// listing every file with its size and CRC-32, written last:
+    /// [`super::CheckpointDir::write_state_dir`].
+    Directory,
+}
+
+impl StateKind {
+    /// Whether this is [`StateKind::Bytes`].
+    pub fn is_bytes(&self) -> bool {
+        *self == StateKind::Bytes
+    }
+
+    /// `file` or `directory`, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Bytes => "file",
+            StateKind::Directory => "directory",
+        }
+    }
 }
 
 /// What a sink did with one epoch's output on one worker.

@@ -117,7 +117,7 @@ fn offsets_are_written_ahead_and_committed_epochs_are_final() {
     assert!(error.contains("commits/0 cannot be written before offsets/0"), "{error}");
 
     dir.write_offsets(&offsets(0)).unwrap();
-    let missing = StateFileRef { operator: "count".into(), worker: 0, bytes: 3, crc32: 0 };
+    let missing = StateFileRef { operator: "count".into(), worker: 0, bytes: 3, crc32: 0, kind: StateKind::Bytes };
     let error =
         dir.write_commit(&CommitRecord { state_files: vec![missing], ..commit.clone() }).unwrap_err().to_string();
     assert!(error.contains("state of operator `count` on worker 0: it was not written"), "{error}");
