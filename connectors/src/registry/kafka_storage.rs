@@ -17,7 +17,7 @@
 //! earlier records (compaction removes them eventually; then its id is gone, as in Confluent's registry).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
