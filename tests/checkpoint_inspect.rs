@@ -278,3 +278,69 @@ fn damaged_files_fail_with_the_file_and_the_problem() {
         let _ = fs::remove_dir_all(&path);
     }
 }
+
+/// RocksDB state is snapshotted as directories (RocksDB checkpoints with a manifest): inspect
+/// reports their sizes from the manifests (checking that every listed file is there with its
+/// size, without reading the files), and a missing or resized file fails naming it.
+#[test]
+fn inspect_reports_rocksdb_checkpoint_directories() {
+    use weir_runtime::state::{RocksDbOptions, StateBackend};
+    let path = scratch("rocksdb-dirs");
+    let stores = scratch("rocksdb-dirs-stores");
+    let fingerprint = DataflowFingerprint::from_entries(&[
+        OperatorPlan::operator("join", "interval join").state(StateBound::DedupHorizon("1m".into()))
+    ]);
+    let metadata = CheckpointMetadata::new("q-7", "inspect-rocksdb", WORKERS, fingerprint);
+    let (dir, _) = CheckpointDir::open_or_create(&path, &metadata).unwrap();
+    let backend = StateBackend::RocksDb(RocksDbOptions::new(&stores).with_write_buffer_bytes(64 << 10));
+    let mut rng = SmallRng::seed_from_u64(3);
+    let offsets =
+        EpochOffsets { epoch: 0, start: EventTime::MIN, end: EventTime::from_millis(10_000), sources: BTreeMap::new() };
+    dir.write_offsets(&offsets).unwrap();
+    let mut state_files = Vec::new();
+    for worker in 0..WORKERS {
+        let mut store = backend.open::<u64, Vec<u8>>("q-7", "join", worker).unwrap();
+        for _ in 0..rng.random_range(5_000..20_000) {
+            let value: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            store.put(rng.random(), value).unwrap();
+        }
+        state_files.push(store.write_snapshot(&dir, "join", worker, 0).unwrap());
+    }
+    let total: u64 = state_files.iter().map(|s| s.bytes).sum();
+    dir.write_commit(&CommitRecord { epoch: 0, committed_at: EventTime::now(), state_files }).unwrap();
+    let files: usize =
+        (0..WORKERS).map(|w| files_under(&dir.state_path("join", w, 0)).len() - 1 /* the manifest */).sum();
+
+    let output = weir(["checkpoint".as_ref(), "inspect".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    check(&output);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let state = &report["epochs"][0]["state"]["join"];
+    assert_eq!(state["bytes"], total);
+    assert_eq!(state["directories"], WORKERS);
+    assert_eq!(state["directory_files"], files);
+    let output = weir(["checkpoint".as_ref(), "inspect".as_ref(), path.as_os_str()]);
+    check(&output);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let line = format!("state join: {total} bytes in {WORKERS} director(ies) of {files} file(s) (workers 0, 1)");
+    assert!(text.contains(&line), "missing {line:?} in {text}");
+
+    // A file of a directory cut short, then removed: each fails, naming the file.
+    let sst = files_under(&dir.state_path("join", 1, 0))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "sst"))
+        .expect("an SST file");
+    let bytes = fs::read(&sst).unwrap();
+    fs::remove_file(&sst).unwrap(); // it may be a hard link: never change it in place
+    fs::write(&sst, &bytes[..bytes.len() / 2]).unwrap();
+    for (expected, damage) in [("the manifest of its state directory lists", false), ("but is missing", true)] {
+        if damage {
+            fs::remove_file(&sst).unwrap();
+        }
+        let output = weir(["checkpoint".as_ref(), "inspect".as_ref(), path.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "must fail: {stderr}");
+        assert!(stderr.contains(&sst.display().to_string()) && stderr.contains(expected), "{stderr}");
+    }
+    fs::remove_dir_all(&path).unwrap();
+    let _ = fs::remove_dir_all(&stores);
+}

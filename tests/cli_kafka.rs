@@ -202,7 +202,8 @@ fn exactly_once_sink_from_the_cli_commits_the_oracle_windows() {
     // The transactional broker (nisshi 0.7.0) commits and aborts; read_committed here shows only
     // what was committed, but this broker would show aborted records too: this checks the
     // committed output, not the hiding of aborted data (see tests/kafka_sink.rs, gated on a real Kafka).
-    run_and_check(&topic, &txn_brokers(), 2, "exactly-once", &["--commit-interval", "100ms"], false);
+    let id = unique_topic("query-id");
+    run_and_check(&topic, &txn_brokers(), 2, "exactly-once", &["--commit-interval", "100ms", "--id", &id], false);
 }
 
 #[test]

@@ -29,6 +29,8 @@ struct Inner {
     plan: crate::plan::PlanRegistry,
     explaining: AtomicBool,
     other_process: AtomicBool,
+    records_cuts: AtomicBool,
+    source_cuts: Mutex<std::collections::BTreeMap<(String, usize), crate::source_cuts::SharedSourceCuts>>,
 }
 
 impl QueryContext {
@@ -47,6 +49,8 @@ impl QueryContext {
                 plan: crate::plan::PlanRegistry::default(),
                 explaining: AtomicBool::new(false),
                 other_process: AtomicBool::new(false),
+                records_cuts: AtomicBool::new(false),
+                source_cuts: Mutex::new(std::collections::BTreeMap::new()),
             }),
             state_backend: StateBackend::Memory,
         }
@@ -141,6 +145,29 @@ impl QueryContext {
     /// Marks the dataflow as built only to be explained (see [`QueryContext::is_explaining`]).
     pub fn set_explaining(&self) {
         self.inner.explaining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether sources record their cuts (the query checkpoints): off by default, so a query that
+    /// does not checkpoint keeps no history. Set it before the dataflow is built.
+    pub fn records_cuts(&self) -> bool {
+        self.inner.records_cuts.load(Ordering::Relaxed)
+    }
+
+    /// Makes the sources built from now on record their cuts (see [`QueryContext::source_cuts`]).
+    pub fn set_records_cuts(&self) {
+        self.inner.records_cuts.store(true, Ordering::Relaxed);
+    }
+
+    /// The cut history of source `name`'s instance on `worker` (created empty on first use): the
+    /// source feeds it when [`QueryContext::records_cuts`] is on, the coordinator reads the cut of
+    /// every partition at a boundary from it.
+    pub fn source_cuts(&self, name: &str, worker: usize) -> crate::source_cuts::SharedSourceCuts {
+        self.inner.source_cuts.lock().unwrap().entry((name.to_string(), worker)).or_default().clone()
+    }
+
+    /// Every registered source instance's cut history, by (source description, worker).
+    pub fn all_source_cuts(&self) -> Vec<((String, usize), crate::source_cuts::SharedSourceCuts)> {
+        self.inner.source_cuts.lock().unwrap().iter().map(|(key, cuts)| (key.clone(), cuts.clone())).collect()
     }
 
     /// Where stateful operators built with this context keep their state (memory by default).

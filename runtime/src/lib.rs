@@ -19,6 +19,7 @@ pub mod plan;
 pub mod progress;
 pub mod query;
 pub mod source;
+pub mod source_cuts;
 pub mod state;
 pub mod time;
 pub mod watermark;

@@ -18,10 +18,12 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Scope;
 
+use crate::checkpoint::WatermarkState;
 use crate::context::QueryContext;
 use crate::error::QueryError;
 use crate::event::{Event, EventStream, LateRecord};
 use crate::metrics::EventTimeStats;
+use crate::source_cuts::SourceResume;
 use crate::time::EventTime;
 use crate::watermark::{Arrival, InvalidTimePolicy, PartitionWatermark, WatermarkOptions};
 
@@ -163,6 +165,37 @@ pub fn event_source_with_batch<'scope, S: Source>(
     options: WatermarkOptions,
     batch_size: usize,
 ) -> EventStream<'scope, S::Record> {
+    build_event_source(scope, ctx, source, time_of, options, batch_size, None)
+}
+
+/// [`event_source_with_batch`] resumed from a checkpoint: every partition this worker reads is
+/// opened where `resume` says ([`Source::open_at`]) with its recorded watermark state
+/// ([`PartitionWatermark::restore`]), and the capability starts at `resume.boundary` — or higher,
+/// at the stamp the restored watermarks give (the minimum over the non-idle partitions, rounded
+/// down to the tick), which is the stamp the interrupted run had reached there. So nothing is
+/// emitted below the boundary, and records are judged late exactly as they would have been.
+/// A partition without a recorded cut starts fresh ([`Source::open`]), with a warning.
+pub fn event_source_resumed<'scope, S: Source>(
+    scope: Scope<'scope, EventTime>,
+    ctx: &QueryContext,
+    source: S,
+    time_of: impl Fn(&S::Record) -> Option<EventTime> + 'static,
+    options: WatermarkOptions,
+    batch_size: usize,
+    resume: SourceResume,
+) -> EventStream<'scope, S::Record> {
+    build_event_source(scope, ctx, source, time_of, options, batch_size, Some(resume))
+}
+
+fn build_event_source<'scope, S: Source>(
+    scope: Scope<'scope, EventTime>,
+    ctx: &QueryContext,
+    source: S,
+    time_of: impl Fn(&S::Record) -> Option<EventTime> + 'static,
+    options: WatermarkOptions,
+    batch_size: usize,
+    resume: Option<SourceResume>,
+) -> EventStream<'scope, S::Record> {
     let description = source.description();
     ctx.plan().record(crate::plan::source_plan(&description, source.partitions(), &options));
     let mut builder = OperatorBuilder::new(format!("Source[{description}]"), scope);
@@ -181,6 +214,8 @@ pub fn event_source_with_batch<'scope, S: Source>(
     let metrics = ctx.metrics().source(&description);
     let shared_watermark = ctx.shared_watermark(&description);
     let batch_size = batch_size.max(1);
+    // Off unless the query checkpoints: then every stamp change is recorded per partition.
+    let cuts = ctx.records_cuts().then(|| ctx.source_cuts(&description, worker));
     metrics.nested_offsets.store(source.nested_offsets(), Ordering::Relaxed);
     if let Some(hint) = source.no_input_hint() {
         *metrics.no_input_hint.lock().unwrap() = Some(hint);
@@ -195,10 +230,25 @@ pub fn event_source_with_batch<'scope, S: Source>(
         // A dataflow built only to be explained never runs: it opens nothing (no file, no consumer).
         let explaining = ctx.is_explaining();
         for index in (0..source.partitions()).filter(|p| p % peers == worker && !explaining) {
-            match source.open(index) {
-                Ok(reader) => {
+            let opened = match resume.as_ref().map(|resume| resume.partitions.get(&index)) {
+                Some(Some(cut)) => source.open_at(index, &cut.position).map(|reader| {
+                    tracing::info!(source = %description, partition = index, position = %cut.position, "partition resumes from the checkpoint");
+                    (reader, Some(cut.watermark))
+                }),
+                Some(None) => {
+                    tracing::warn!(source = %description, partition = index, "the checkpoint has no position for this partition: it starts like a new one");
+                    source.open(index).map(|reader| (reader, None))
+                }
+                None => source.open(index).map(|reader| (reader, None)),
+            };
+            match opened {
+                Ok((reader, restored)) => {
                     metrics.start_offsets.lock().unwrap().insert(index, reader.position());
-                    partitions.push(Partition { index, reader, watermark: PartitionWatermark::new(options.delay), finished: false })
+                    let mut watermark = PartitionWatermark::new(options.delay);
+                    if let Some(state) = restored {
+                        watermark.restore(state);
+                    }
+                    partitions.push(Partition { index, reader, watermark, finished: false })
                 }
                 Err(error) => {
                     ctx.fail(error);
@@ -208,6 +258,20 @@ pub fn event_source_with_batch<'scope, S: Source>(
         }
         if partitions.is_empty() {
             caps = None;
+        }
+        if let (Some(resume), Some((records_cap, late_cap))) = (resume.as_ref(), caps.as_mut()) {
+            // Where the interrupted run stood: its stamp there, never below the boundary.
+            let restored = partitions.iter().filter(|p| !p.watermark.is_idle()).map(|p| p.watermark.watermark()).min();
+            let start = restored.map_or(resume.boundary, |mark| mark.floor_to(options.tick).max(resume.boundary));
+            records_cap.downgrade(&start);
+            late_cap.downgrade(&start);
+            shared_watermark.fetch_max(start.as_millis(), Ordering::Relaxed);
+        }
+        if let (Some(cuts), Some((records_cap, _))) = (cuts.as_ref(), caps.as_ref()) {
+            let mut cuts = cuts.lock().unwrap();
+            for partition in &partitions {
+                cuts.stamp_changed(partition.index, *records_cap.time(), partition.reader.position(), partition.watermark.state());
+            }
         }
         metrics.watermarks.lock().unwrap().insert(worker, caps.as_ref().map(|(c, _)| *c.time()));
         if caps.is_some() {
@@ -283,7 +347,15 @@ pub fn event_source_with_batch<'scope, S: Source>(
                 match status {
                     ReadStatus::Ready => again = true,
                     ReadStatus::Wait(delay) => wait = Some(wait.map_or(delay, |w: Duration| w.min(delay))),
-                    ReadStatus::Finished => partition.finished = true,
+                    ReadStatus::Finished => {
+                        partition.finished = true;
+                        if let Some(cuts) = cuts.as_ref() {
+                            // A finished partition no longer holds the watermark back: recorded as
+                            // idle, so a source resumed there stamps as this one does from now on.
+                            let state = WatermarkState { idle: true, ..partition.watermark.state() };
+                            cuts.lock().unwrap().finished(partition.index, partition.reader.position(), state);
+                        }
+                    }
                 }
                 metrics.offsets.lock().unwrap().insert(partition.index, partition.reader.position());
                 if let Some(latest) = partition.reader.latest() {
@@ -345,6 +417,13 @@ pub fn event_source_with_batch<'scope, S: Source>(
                 records_cap.downgrade(&stamp);
                 late_cap.downgrade(&stamp);
                 metrics.watermarks.lock().unwrap().insert(worker, Some(stamp));
+                if let Some(cuts) = cuts.as_ref() {
+                    // From the next record on, every live partition is stamped at `stamp`.
+                    let mut cuts = cuts.lock().unwrap();
+                    for partition in partitions.iter().filter(|p| !p.finished) {
+                        cuts.stamp_changed(partition.index, stamp, partition.reader.position(), partition.watermark.state());
+                    }
+                }
             }
             shared_watermark.fetch_max(records_cap.time().as_millis(), Ordering::Relaxed);
             if options.idle_timeout.is_some() {

@@ -256,7 +256,7 @@ mod tests {
                 fresh_differs += 1;
             }
         }
-        assert!(fresh_differs > 100, "a fresh partition should judge differently in most runs ({fresh_differs})");
+        assert!(fresh_differs > 50, "a fresh partition should judge differently in many runs ({fresh_differs})");
     }
 
     #[test]
@@ -273,9 +273,10 @@ mod tests {
         restored.restore(state);
         assert!(restored.is_idle());
         assert_eq!(restored.watermark(), EventTime::from_millis(50));
-        assert_eq!(restored.observe(EventTime::from_millis(49), EventTime::MIN), Arrival::Late {
-            watermark: EventTime::from_millis(50)
-        });
+        assert_eq!(
+            restored.observe(EventTime::from_millis(49), EventTime::MIN),
+            Arrival::Late { watermark: EventTime::from_millis(50) }
+        );
         restored.touch(Instant::now());
         assert!(!restored.is_idle());
     }

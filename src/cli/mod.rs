@@ -64,6 +64,10 @@ pub struct RunFlags {
     /// The query's name (in progress reports).
     #[arg(long)]
     pub name: Option<String>,
+    /// A stable query id (default: a fresh one per run). An exactly-once Kafka sink derives its
+    /// transactional ids from it, so a restart with the same id fences the previous run.
+    #[arg(long)]
+    pub id: Option<String>,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -192,6 +196,9 @@ pub fn query_for(flags: &RunFlags, default_name: &str) -> Result<Query> {
     let mut query = Query::new(flags.name.clone().unwrap_or_else(|| default_name.to_string()))
         .execution(execution)
         .progress_interval(flags.progress_interval);
+    if let Some(id) = &flags.id {
+        query = query.id(id.clone());
+    }
     if flags.progress {
         query = query.on_progress(|p: &StreamingQueryProgress| eprintln!("{}", p.pretty_json()));
     }

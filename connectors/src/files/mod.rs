@@ -124,4 +124,14 @@ impl<D: DeserializeOwned + Clone + Debug + 'static> Source for JsonLinesSource<D
         })?;
         JsonLinesReader::open(input, self.description())
     }
+
+    /// Resumes at the line [`weir_runtime::source::PartitionReader::position`] reported; see
+    /// [`JsonLinesReader`] for the checks (same file, not shorter; stdin only at line 0).
+    fn open_at(&self, partition: usize, position: &serde_json::Value) -> Result<JsonLinesReader<D>, QueryError> {
+        let input = self.inputs.get(partition).ok_or_else(|| QueryError::Source {
+            source_name: self.description(),
+            message: format!("there is no partition {partition}: the source has {} inputs", self.inputs.len()),
+        })?;
+        JsonLinesReader::open_at(input, self.description(), position)
+    }
 }

@@ -95,6 +95,58 @@ impl<D> JsonLinesReader<D> {
         })
     }
 
+    /// Opens `input` where [`PartitionReader::position`] reported `position`
+    /// (`{"file": name, "line": n}`): the first `n` lines are skipped (read, not parsed). The
+    /// file must still be the one checkpointed and at least as long: a file with fewer lines is
+    /// an error (it was truncated or replaced), and so is another file's position. Standard input
+    /// cannot be read again, so it resumes only at line 0.
+    pub(crate) fn open_at(
+        input: &JsonLinesInput,
+        source_name: String,
+        position: &serde_json::Value,
+    ) -> Result<Self, QueryError> {
+        let fail = |message: String| QueryError::Source { source_name: source_name.clone(), message };
+        let name = input.name();
+        let (file, line) =
+            match (position.get("file").and_then(|f| f.as_str()), position.get("line").and_then(|l| l.as_u64())) {
+                (Some(file), Some(line)) => (file, line),
+                _ => {
+                    return Err(fail(format!(
+                "{name} cannot resume at {position}: a JSON-lines position is {{\"file\": path, \"line\": lines read}}"
+            )))
+                }
+            };
+        if file != name {
+            return Err(fail(format!(
+                "{name} cannot resume at {position}: the checkpoint's position belongs to {file}. The inputs must be the same files in the same order as when the checkpoint was written"
+            )));
+        }
+        if *input == JsonLinesInput::Stdin && line > 0 {
+            return Err(fail(format!(
+                "<stdin> cannot resume at line {line}: standard input cannot be read again. Resume from a file, or start without the checkpoint"
+            )));
+        }
+        let mut reader = Self::open(input, source_name.clone())?;
+        if let Lines::File(buffered) = &mut reader.lines {
+            let mut skipped = 0u64;
+            while skipped < line {
+                match buffered.skip_until(b'\n') {
+                    Ok(0) => {
+                        return Err(fail(format!(
+                            "{name} cannot resume at line {line}: it now has only {skipped} lines. The file became shorter since the checkpoint (truncated or replaced); restore it, or start without the checkpoint"
+                        )))
+                    }
+                    Ok(_) => skipped += 1,
+                    Err(error) => {
+                        return Err(fail(format!("{name}: cannot skip to line {line} to resume: {error}")));
+                    }
+                }
+            }
+            reader.line = line;
+        }
+        Ok(reader)
+    }
+
     fn read_error(&self, error: io::Error) -> QueryError {
         QueryError::Source {
             source_name: self.source_name.clone(),

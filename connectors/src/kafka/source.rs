@@ -662,6 +662,33 @@ impl KafkaSource {
         QueryError::Source { source_name: self.description.clone(), message: message.into() }
     }
 
+    /// Opens partition `index` at offset `start` through this worker's consumer.
+    fn open_from(&self, index: usize, start: i64) -> Result<KafkaPartitionReader, QueryError> {
+        let shared = self.worker_consumer()?;
+        let tp = self.partitions[index].clone();
+        // Split the partition's queue off before assigning it, so no message reaches the main queue.
+        let queue = shared
+            .consumer
+            .split_partition_queue(&tp.topic, tp.partition)
+            .ok_or_else(|| self.source_error(format!("cannot open a queue for partition {tp}")))?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(start))
+            .and_then(|_| shared.consumer.incremental_assign(&list))
+            .map_err(|e| self.source_error(format!("cannot assign partition {tp} at offset {start}: {e}")))?;
+        shared.health.lock().unwrap().probe.get_or_insert_with(|| tp.clone());
+        Ok(KafkaPartitionReader {
+            topic_c: CString::new(tp.topic.clone()).unwrap_or_default(),
+            tp,
+            shared,
+            queue,
+            next_offset: start,
+            end_offset: self.ends.as_ref().map(|ends| ends[index]),
+            per_read_cap: self.per_read_cap,
+            fail_on_data_loss: self.fail_on_data_loss,
+            data_loss: self.data_loss.clone(),
+        })
+    }
+
     fn worker_consumer(&self) -> Result<Arc<WorkerConsumer>, QueryError> {
         if let Some(consumer) = self.consumer.get() {
             return Ok(consumer.clone());
@@ -715,30 +742,51 @@ impl Source for KafkaSource {
     }
 
     fn open(&self, index: usize) -> Result<KafkaPartitionReader, QueryError> {
+        self.open_from(index, self.starts[index])
+    }
+
+    /// Resumes at the offset a checkpoint recorded, in the reader's own position shape
+    /// `{"topic":{"partition":offset}}`; the starting offsets do not apply. An offset that is no
+    /// longer available (deleted by retention, or beyond the partition's end after the topic was
+    /// recreated) is handled as at the start: with `fail_on_data_loss` (the default) the query
+    /// fails naming the partition and offsets, otherwise the partition continues at the earliest
+    /// (or latest) available offset and the loss is counted ([`KafkaSource::data_loss_events`]).
+    fn open_at(&self, index: usize, position: &serde_json::Value) -> Result<KafkaPartitionReader, QueryError> {
+        let tp = self.partitions.get(index).ok_or_else(|| {
+            self.source_error(format!("there is no partition {index}: the source reads {}", self.partitions.len()))
+        })?;
+        let offset = position
+            .get(&tp.topic)
+            .and_then(|partitions| partitions.get(tp.partition.to_string()))
+            .and_then(serde_json::Value::as_i64)
+            .filter(|offset| *offset >= 0)
+            .ok_or_else(|| {
+                self.source_error(format!(
+                    "partition {tp} cannot resume at {position}: it holds no offset for {tp} (a Kafka position is {{\"topic\":{{\"partition\":offset}}}}). The checkpoint belongs to a source reading other partitions"
+                ))
+            })?;
         let shared = self.worker_consumer()?;
-        let tp = self.partitions[index].clone();
-        let start = self.starts[index];
-        // Split the partition's queue off before assigning it, so no message reaches the main queue.
-        let queue = shared
+        let w = shared
             .consumer
-            .split_partition_queue(&tp.topic, tp.partition)
-            .ok_or_else(|| self.source_error(format!("cannot open a queue for partition {tp}")))?;
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(start))
-            .and_then(|_| shared.consumer.incremental_assign(&list))
-            .map_err(|e| self.source_error(format!("cannot assign partition {tp} at offset {start}: {e}")))?;
-        shared.health.lock().unwrap().probe.get_or_insert_with(|| tp.clone());
-        Ok(KafkaPartitionReader {
-            topic_c: CString::new(tp.topic.clone()).unwrap_or_default(),
-            tp,
-            shared,
-            queue,
-            next_offset: start,
-            end_offset: self.ends.as_ref().map(|ends| ends[index]),
-            per_read_cap: self.per_read_cap,
-            fail_on_data_loss: self.fail_on_data_loss,
-            data_loss: self.data_loss.clone(),
-        })
+            .fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(10))
+            .map(|(low, high)| Watermarks { low, high })
+            .map_err(|e| {
+                self.source_error(format!("partition {tp}: cannot read its offsets to resume at {offset}: {e}"))
+            })?;
+        let start = if offset >= w.low && offset <= w.high {
+            offset
+        } else {
+            let message = data_loss_message(tp, offset, w);
+            if self.fail_on_data_loss {
+                return Err(self.source_error(format!("resuming from the checkpoint: {message}. {DATA_LOSS_FIX}")));
+            }
+            self.data_loss.fetch_add(1, Ordering::Relaxed);
+            let resumed = if offset < w.low { w.low } else { w.high };
+            tracing::warn!(source = %self.description, "resuming from the checkpoint: {message}; fail_on_data_loss is false, so partition {tp} continues at {resumed}");
+            resumed
+        };
+        tracing::info!(source = %self.description, partition = %tp, offset = start, "Kafka partition resumes from the checkpoint");
+        self.open_from(index, start)
     }
 }
 

@@ -219,7 +219,43 @@ impl Source for RateSource {
     fn open(&self, partition: usize) -> Result<RateReader, QueryError> {
         self.validate()
             .map_err(|error| QueryError::Source { source_name: self.description(), message: error.to_string() })?;
-        Ok(RateReader::new(RateReaderConfig {
+        Ok(RateReader::new(self.reader_config(partition)))
+    }
+
+    /// Resumes at the value [`weir_runtime::source::PartitionReader::position`] reported (the
+    /// next value of the partition). Timestamps continue only if row 0's time is the same as in the
+    /// interrupted run, so the source must have an explicit [`RateSource::start_time`]: without
+    /// one it is anchored at each run's start, and resuming is refused rather than producing rows
+    /// whose timestamps jump back.
+    fn open_at(&self, partition: usize, position: &serde_json::Value) -> Result<RateReader, QueryError> {
+        self.validate()
+            .map_err(|error| QueryError::Source { source_name: self.description(), message: error.to_string() })?;
+        let fail = |message: String| QueryError::Source { source_name: self.description(), message };
+        let step = self.num_partitions as u64;
+        let value = position.as_u64().ok_or_else(|| {
+            fail(format!(
+                "partition {partition} cannot resume at {position}: a rate source's position is a value (a number)"
+            ))
+        })?;
+        if value % step != partition as u64 % step {
+            return Err(fail(format!(
+                "partition {partition} cannot resume at value {value}: partition {partition} of {step} produces the values {partition}, {}, {}, … (the checkpoint belongs to a source with other settings)",
+                partition as u64 + step,
+                partition as u64 + 2 * step
+            )));
+        }
+        if !self.explicit_start {
+            return Err(fail(format!(
+                "partition {partition} cannot resume at value {value}: without an explicit start time, row timestamps are anchored at the start of each run and would jump back. Set the rate source's start time (RateSource::start_time) to resume from a checkpoint"
+            )));
+        }
+        Ok(RateReader::resumed(self.reader_config(partition), value))
+    }
+}
+
+impl RateSource {
+    fn reader_config(&self, partition: usize) -> RateReaderConfig {
+        RateReaderConfig {
             partition: partition as u64,
             partitions: self.num_partitions as u64,
             limit: self.row_limit.unwrap_or(u64::MAX),
@@ -228,7 +264,7 @@ impl Source for RateSource {
             skew_span: self.skew_span(),
             seed: self.seed,
             throttled: self.throttled,
-        }))
+        }
     }
 }
 
@@ -283,6 +319,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Read part of every partition in uneven batches, take its position, resume a fresh
+    /// source there: the rest equals what the uninterrupted reader produced (values and
+    /// timestamps, with ramp-up and skew), for cuts inside the ramp-up, after it and at the end.
+    #[test]
+    fn resuming_at_a_position_continues_the_uninterrupted_rows() {
+        let source = RateSource::new(900)
+            .unthrottled()
+            .num_partitions(3)
+            .ramp_up_time(Duration::from_millis(800))
+            .max_skew(Duration::from_millis(25))
+            .seed(4)
+            .row_limit(2_000)
+            .start_time(EventTime::from_millis(1_700_000_000_000));
+        for p in 0..3 {
+            let all = read_all(&mut source.open(p).unwrap(), 1000);
+            for cut in [0usize, 1, 7, 100, 240, 241, 500, all.len() - 1, all.len()] {
+                let mut reader = source.open(p).unwrap();
+                let mut head = Vec::new();
+                while head.len() < cut {
+                    let max = (cut - head.len()).min(13);
+                    reader.read(&mut head, max).unwrap();
+                }
+                assert_eq!(head[..], all[..cut]);
+                let position = reader.position();
+                let mut resumed = source.clone().open_at(p, &position).unwrap();
+                assert_eq!(resumed.position(), position);
+                let rest = read_all(&mut resumed, 37);
+                assert_eq!(rest[..], all[cut..], "partition {p}, cut after {cut} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn a_throttled_resume_continues_at_once_and_then_at_the_rate() {
+        // 10 rows/s: value 50 is due 5 s after the start; resumed there it is due at once.
+        let source = RateSource::new(10).start_time(EventTime::from_millis(0));
+        let mut reader = source.open_at(0, &serde_json::json!(50)).unwrap();
+        let mut out = Vec::new();
+        let status = reader.read(&mut out, 10).unwrap();
+        assert_eq!(out, vec![RateRow { timestamp: EventTime::from_millis(5000), value: 50 }]);
+        assert!(matches!(status, ReadStatus::Wait(d) if d <= Duration::from_millis(100)), "{status:?}");
+    }
+
+    #[test]
+    fn resuming_needs_an_explicit_start_and_a_value_of_the_partition() {
+        let anchored = RateSource::new(10).num_partitions(2);
+        let error = anchored.open_at(0, &serde_json::json!(4)).err().unwrap().to_string();
+        assert!(error.contains("explicit start time"), "{error}");
+        let source = anchored.start_time(EventTime::from_millis(0));
+        assert!(source.open_at(0, &serde_json::json!(4)).is_ok());
+        let error = source.open_at(1, &serde_json::json!(4)).err().unwrap().to_string();
+        assert!(error.contains("produces the values 1, 3, 5"), "{error}");
+        let error = source.open_at(1, &serde_json::json!({"file": "x"})).err().unwrap().to_string();
+        assert!(error.contains("a value (a number)"), "{error}");
     }
 
     #[test]

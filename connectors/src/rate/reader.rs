@@ -29,6 +29,9 @@ pub struct RateReader {
     seed: u64,
     /// When reading started, in throttled mode.
     opened: Option<Instant>,
+    /// The schedule offset (ms) at which a resumed reader started: throttling continues from
+    /// there instead of waiting for the whole schedule up to the resumed value again.
+    resumed_at_ms: u64,
 }
 
 /// How a rate reader is set up (derived from the source's settings).
@@ -56,8 +59,22 @@ impl RateReader {
             skew_span: config.skew_span,
             seed: config.seed,
             opened: config.throttled.then(Instant::now),
+            resumed_at_ms: 0,
         };
         reader.enter_steady_phase();
+        reader
+    }
+
+    /// A reader that continues at `next_value` (a value of this partition, as
+    /// [`PartitionReader::position`] reported it): the rows and timestamps are those an
+    /// uninterrupted reader would produce from there. Throttled, the row at `next_value` is due
+    /// at once and the following ones at the configured rate.
+    pub(crate) fn resumed(config: RateReaderConfig, next_value: u64) -> Self {
+        let mut reader = RateReader::new(config);
+        reader.next_value = next_value;
+        reader.steady = None;
+        reader.enter_steady_phase();
+        reader.resumed_at_ms = reader.next_offset();
         reader
     }
 
@@ -145,7 +162,7 @@ impl PartitionReader for RateReader {
             self.fill(out, self.remaining().min(max as u64));
             return Ok(if self.next_value >= self.limit { ReadStatus::Finished } else { ReadStatus::Ready });
         };
-        let elapsed = opened.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        let elapsed = (opened.elapsed().as_millis().min(u64::MAX as u128) as u64).saturating_add(self.resumed_at_ms);
         let mut produced = 0;
         while produced < max && self.next_value < self.limit {
             let due = self.next_offset();

@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
@@ -59,13 +59,20 @@ impl FileKind {
     }
 }
 
-/// Writes `content` to `path` atomically: to a temporary file beside it, fsynced, renamed over
-/// `path`, and the directory fsynced so the rename itself is durable.
-pub fn write_atomic(path: &Path, kind: FileKind, content: &[u8]) -> Result<(), CheckpointError> {
+/// A fresh temporary name beside `path` (`.<name>.tmp-<pid>-<n>`), recognised by [`is_temporary`]
+/// and removed at the next open or cleanup if a crash leaves it behind.
+pub fn temporary_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Writes `content` to `path` atomically: to a temporary file beside it, fsynced, renamed over
+/// `path`, and the directory fsynced so the rename itself is durable.
+pub fn write_atomic(path: &Path, kind: FileKind, content: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = temporary_path(path);
     let header =
         format!("{MAGIC} v{FORMAT_VERSION} {} len={} crc32={:08x}\n", kind.as_str(), content.len(), crc32(content));
     let write = || -> std::io::Result<()> {
@@ -230,26 +237,83 @@ pub fn remove(path: &Path) -> Result<(), CheckpointError> {
 
 /// CRC-32 (IEEE 802.3, the one of zlib and gzip) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
+    let mut crc = Crc32::new();
+    crc.update(bytes);
+    crc.finish()
+}
+
+/// CRC-32 tables for slicing by 8 (eight bytes per step; a large state directory is checksummed
+/// at several hundred MB/s).
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        tables[0][i] = c;
+        i += 1;
+    }
+    let mut t = 1;
+    while t < 8 {
         let mut i = 0;
         while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-                k += 1;
-            }
-            table[i] = c;
+            let previous = tables[t - 1][i];
+            tables[t][i] = (previous >> 8) ^ tables[0][(previous & 0xFF) as usize];
             i += 1;
         }
-        table
-    };
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+        t += 1;
     }
-    !crc
+    tables
+};
+
+/// An incremental CRC-32 (the same as [`crc32`] over the concatenation of every update).
+#[derive(Clone, Copy, Debug)]
+pub struct Crc32 {
+    state: u32,
+}
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Crc32 { state: 0xFFFF_FFFF }
+    }
+}
+
+impl Crc32 {
+    /// The CRC of nothing so far.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        let t = &CRC_TABLES;
+        let mut crc = self.state;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let low = crc ^ u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            crc = t[7][(low & 0xFF) as usize]
+                ^ t[6][((low >> 8) & 0xFF) as usize]
+                ^ t[5][((low >> 16) & 0xFF) as usize]
+                ^ t[4][(low >> 24) as usize]
+                ^ t[3][chunk[4] as usize]
+                ^ t[2][chunk[5] as usize]
+                ^ t[1][chunk[6] as usize]
+                ^ t[0][chunk[7] as usize];
+        }
+        for &b in chunks.remainder() {
+            crc = t[0][((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+        }
+        self.state = crc;
+    }
+
+    /// The CRC of everything added.
+    pub fn finish(self) -> u32 {
+        !self.state
+    }
 }
 
 #[cfg(test)]
@@ -260,5 +324,27 @@ mod tests {
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn incremental_crc32_matches_the_bytewise_definition() {
+        fn bytewise(bytes: &[u8]) -> u32 {
+            let mut crc = 0xFFFF_FFFFu32;
+            for &b in bytes {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
+                }
+            }
+            !crc
+        }
+        let data: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for split in [0, 1, 7, 8, 9, 500, 999, 1000] {
+            let mut crc = Crc32::new();
+            crc.update(&data[..split]);
+            crc.update(&data[split..]);
+            assert_eq!(crc.finish(), bytewise(&data), "split at {split}");
+            assert_eq!(crc32(&data[..split]), bytewise(&data[..split]));
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::error::CheckpointError;
 use super::file::{self, FileKind};
 use super::metadata::CheckpointMetadata;
 use super::records::{CommitRecord, EpochOffsets, PartitionOffset, SinkEpochRecord, SinkEpochStatus};
-use super::{decode_name, epochs_in, first_file, COMMITS, METADATA, OFFSETS, SINKS, STATE};
+use super::{decode_name, epochs_in, first_file, state_dir, COMMITS, METADATA, OFFSETS, SINKS, STATE};
 
 /// Everything in a checkpoint directory (see [`CheckpointReport::read`]).
 #[derive(Clone, Debug, Serialize)]
@@ -54,8 +54,13 @@ pub struct EpochReport {
 pub struct OperatorStateSize {
     /// The workers that wrote a state file.
     pub workers: Vec<usize>,
-    /// The total size of the snapshots (without file headers).
+    /// The total size of the snapshots (without file headers; for directories, the sizes of
+    /// the files their manifests list).
     pub bytes: u64,
+    /// How many of the snapshots are directories (e.g. RocksDB checkpoints) rather than files.
+    pub directories: usize,
+    /// How many files those directories hold (their manifests excepted).
+    pub directory_files: usize,
 }
 
 /// What the instances of one sink did with one epoch.
@@ -103,10 +108,19 @@ impl CheckpointReport {
         }
         for (name, worker, dir) in named_worker_dirs(&root.join(STATE))? {
             for epoch in epochs_in(&dir)? {
-                let content = file::read_checked(&dir.join(epoch.to_string()), FileKind::State)?;
+                let path = dir.join(epoch.to_string());
                 let size = report_of(&mut epochs, epoch).state.entry(name.clone()).or_default();
                 size.workers.push(worker);
-                size.bytes += content.len() as u64;
+                if path.is_dir() {
+                    // A RocksDB checkpoint can be large: its manifest is checked, and its files'
+                    // sizes, without reading them.
+                    let manifest = state_dir::verify_sizes(&path)?;
+                    size.bytes += manifest.total_bytes();
+                    size.directories += 1;
+                    size.directory_files += manifest.files.len();
+                } else {
+                    size.bytes += file::read_checked(&path, FileKind::State)?.len() as u64;
+                }
             }
         }
         for (name, worker, dir) in named_worker_dirs(&root.join(SINKS))? {
@@ -213,13 +227,15 @@ impl fmt::Display for CheckpointReport {
                 }
             }
             for (operator, size) in &epoch.state {
-                writeln!(
-                    f,
-                    "  state {operator}: {} bytes in {} file(s) (workers {})",
-                    size.bytes,
-                    size.workers.len(),
-                    list(&size.workers)
-                )?;
+                let files = size.workers.len() - size.directories;
+                let shape = match (files, size.directories) {
+                    (files, 0) => format!("{files} file(s)"),
+                    (0, dirs) => format!("{dirs} director(ies) of {} file(s)", size.directory_files),
+                    (files, dirs) => {
+                        format!("{files} file(s) and {dirs} director(ies) of {} file(s)", size.directory_files)
+                    }
+                };
+                writeln!(f, "  state {operator}: {} bytes in {shape} (workers {})", size.bytes, list(&size.workers))?;
             }
             for (sink, report) in &epoch.sinks {
                 let mut parts = Vec::new();

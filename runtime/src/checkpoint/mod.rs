@@ -51,8 +51,10 @@ pub mod file;
 mod inspect;
 mod metadata;
 mod records;
+pub mod state_dir;
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,8 +65,10 @@ pub use file::FORMAT_VERSION;
 pub use inspect::{CheckpointReport, EpochReport, OperatorStateSize, SinkEpochReport};
 pub use metadata::{CheckpointMetadata, DataflowFingerprint, FingerprintDiff, NodeFingerprint};
 pub use records::{
-    CommitRecord, EpochOffsets, PartitionOffset, SinkEpochRecord, SinkEpochStatus, StateFileRef, WatermarkState,
+    CommitRecord, EpochOffsets, PartitionOffset, SinkEpochRecord, SinkEpochStatus, StateFileRef, StateKind,
+    WatermarkState,
 };
+pub use state_dir::{ManifestEntry, StateManifest};
 
 use file::FileKind;
 
@@ -105,10 +109,13 @@ pub struct StateFile {
     pub worker: usize,
     /// The epoch it belongs to.
     pub epoch: u64,
-    /// The file (read it with [`CheckpointDir::read_state`], which checks it).
+    /// The file (read it with [`CheckpointDir::read_state`], which checks it), or the directory
+    /// (check it with [`CheckpointDir::read_state_dir`]).
     pub path: PathBuf,
-    /// The snapshot's length.
+    /// The snapshot's length (for a directory, the total size of its files).
     pub bytes: u64,
+    /// A file of bytes or a directory.
+    pub kind: StateKind,
 }
 
 /// An open checkpoint directory; cheap to clone, shared by every worker of a process.
@@ -208,21 +215,25 @@ impl CheckpointDir {
         let mut state_files = Vec::new();
         for state in &commit.state_files {
             let path = dir.state_path(&state.operator, state.worker, epoch);
-            if !path.is_file() {
+            if !path.exists() {
                 return Err(CheckpointError::Inconsistent {
                     path,
                     problem: format!(
-                        "commits/{epoch} lists the state of operator `{}` on worker {}, but the file is missing",
-                        state.operator, state.worker
+                        "commits/{epoch} lists the state of operator `{}` on worker {}, but the {} is missing",
+                        state.operator,
+                        state.worker,
+                        state.kind.as_str()
                     ),
                 });
             }
+            check_shape(&path, state.kind)?;
             state_files.push(StateFile {
                 operator: state.operator.clone(),
                 worker: state.worker,
                 epoch,
                 path,
                 bytes: state.bytes,
+                kind: state.kind,
             });
         }
         state_files.sort_by(|a, b| (&a.operator, a.worker).cmp(&(&b.operator, b.worker)));
@@ -313,6 +324,84 @@ impl CheckpointDir {
             worker,
             bytes: bytes.len() as u64,
             crc32: file::crc32(bytes),
+            kind: StateKind::Bytes,
+        })
+    }
+
+    /// Writes one operator's state on one worker for `epoch` as a **directory** (e.g. a RocksDB
+    /// checkpoint), and returns the reference to list in the epoch's [`CommitRecord`].
+    ///
+    /// `fill` gets an empty temporary directory beside the final one and puts the files in it
+    /// (hard links are fine: the files are fsynced, not copied). Then every file's size and
+    /// CRC-32 go into the manifest `weir-manifest`, written atomically after the files, and the
+    /// directory is renamed to `state/<operator>/<worker>/<epoch>`. Files that are hard links of
+    /// files of the previous epoch's directory keep their checksum from its manifest, so only
+    /// new files are read. If `fill` fails, the
+    /// temporary directory is removed and its error returned.
+    ///
+    /// ```
+    /// use weir_runtime::checkpoint::*;
+    ///
+    /// let path = std::env::temp_dir().join(format!("weir-doc-state-dir-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&path);
+    /// let metadata = CheckpointMetadata::new("q", "doc", 1, DataflowFingerprint::default());
+    /// let (dir, _) = CheckpointDir::open_or_create(&path, &metadata).unwrap();
+    /// let state = dir
+    ///     .write_state_dir("join", 0, 0, |staging| {
+    ///         std::fs::write(staging.join("left"), b"rows")?;
+    ///         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!((state.kind, state.bytes), (StateKind::Directory, 4));
+    /// let checked = dir.read_state_dir("join", 0, 0).unwrap();
+    /// assert_eq!(std::fs::read(checked.join("left")).unwrap(), b"rows");
+    /// # std::fs::remove_dir_all(&path).unwrap();
+    /// ```
+    pub fn write_state_dir<E>(
+        &self,
+        operator: &str,
+        worker: usize,
+        epoch: u64,
+        fill: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<StateFileRef, E>
+    where
+        E: From<CheckpointError>,
+    {
+        self.refuse_committed(epoch)?;
+        let path = self.state_path(operator, worker, epoch);
+        let parent = path.parent().expect("state files live in a directory");
+        file::create_dir_durable(parent)?;
+        let staging = file::temporary_path(&path);
+        fs::create_dir(&staging).map_err(|e| CheckpointError::io("cannot create directory", &staging, e))?;
+        // The latest earlier directory of this operator and worker: checksums of files shared
+        // with it (hard links) are carried over instead of read again.
+        let previous = epochs_in(parent)?
+            .into_iter()
+            .rev()
+            .filter(|&e| e != epoch)
+            .map(|e| parent.join(e.to_string()))
+            .find(|p| p.join(state_dir::MANIFEST).is_file());
+        let sealed = fill(&staging).and_then(|()| Ok(state_dir::seal(&staging, previous.as_deref())?));
+        let (manifest, crc32) = match sealed {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                let _ = file::remove(&staging);
+                return Err(error);
+            }
+        };
+        // An uncommitted earlier attempt of the same epoch (after a restart) is replaced.
+        file::remove(&path)?;
+        if let Err(error) = fs::rename(&staging, &path) {
+            let _ = file::remove(&staging);
+            return Err(CheckpointError::io("cannot rename a temporary directory to", &path, error).into());
+        }
+        file::sync_dir(parent)?;
+        Ok(StateFileRef {
+            operator: operator.to_string(),
+            worker,
+            bytes: manifest.total_bytes(),
+            crc32,
+            kind: StateKind::Directory,
         })
     }
 
@@ -339,7 +428,7 @@ impl CheckpointDir {
         }
         for state in &commit.state_files {
             let path = self.state_path(&state.operator, state.worker, epoch);
-            if !path.is_file() {
+            if !path.exists() {
                 return Err(CheckpointError::Inconsistent {
                     path,
                     problem: format!(
@@ -347,6 +436,10 @@ impl CheckpointDir {
                         state.operator, state.worker
                     ),
                 });
+            }
+            check_shape(&path, state.kind)?;
+            if state.kind == StateKind::Directory && !path.join(state_dir::MANIFEST).is_file() {
+                return Err(CheckpointError::corrupt(&path, Corruption::MissingManifest));
             }
         }
         file::write_json(&self.commit_path(epoch), FileKind::Commit, commit)
@@ -364,7 +457,26 @@ impl CheckpointDir {
 
     /// Reads one state snapshot, checking its length and checksum.
     pub fn read_state(&self, operator: &str, worker: usize, epoch: u64) -> Result<Vec<u8>, CheckpointError> {
-        file::read_checked(&self.state_path(operator, worker, epoch), FileKind::State)
+        let path = self.state_path(operator, worker, epoch);
+        check_shape(&path, StateKind::Bytes)?;
+        file::read_checked(&path, FileKind::State)
+    }
+
+    /// Checks one state directory (written by [`CheckpointDir::write_state_dir`]) in full: its
+    /// manifest, and every file's presence, size and CRC-32 (this reads every file). Returns the
+    /// directory, to be read, never changed: a restore copies or hard-links its files elsewhere,
+    /// so the checkpoint stays intact for a later recovery.
+    pub fn read_state_dir(&self, operator: &str, worker: usize, epoch: u64) -> Result<PathBuf, CheckpointError> {
+        let path = self.state_path(operator, worker, epoch);
+        if !path.exists() {
+            return Err(CheckpointError::io(
+                "cannot read",
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such state directory"),
+            ));
+        }
+        state_dir::verify(&path)?;
+        Ok(path)
     }
 
     /// Reads a sink instance's record of an epoch, if there is one.
@@ -485,6 +597,18 @@ impl CheckpointDir {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks that a state snapshot has the shape (file or directory) its reference says.
+fn check_shape(path: &Path, kind: StateKind) -> Result<(), CheckpointError> {
+    let is_dir = path.is_dir();
+    match kind {
+        StateKind::Bytes if is_dir => Err(CheckpointError::corrupt(path, Corruption::WrongShape { expected: "file" })),
+        StateKind::Directory if path.exists() && !is_dir => {
+            Err(CheckpointError::corrupt(path, Corruption::WrongShape { expected: "directory" }))
+        }
+        _ => Ok(()),
     }
 }
 

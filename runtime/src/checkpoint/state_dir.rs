@@ -46,13 +46,29 @@ impl StateManifest {
 
 /// Fsyncs every file under `dir`, writes its manifest atomically, and returns it with the
 /// CRC-32 of the manifest's content.
-pub fn seal(dir: &Path) -> Result<(StateManifest, u32), CheckpointError> {
+///
+/// `previous` is an earlier state directory of the same operator and worker, if any: a file
+/// there with the same relative path that is **the same file** (same device and inode: a hard
+/// link, as RocksDB checkpoints make for SST files that did not change) and the same size keeps
+/// the checksum recorded in that directory's manifest instead of being read again. So a
+/// snapshot of a large RocksDB store reads only its new files. (Carrying a checksum over is
+/// safe: it is the checksum of the content as first written, so later damage to the shared file
+/// is still found when either directory is verified.)
+pub fn seal(dir: &Path, previous: Option<&Path>) -> Result<(StateManifest, u32), CheckpointError> {
+    let known = previous.map(known_checksums).unwrap_or_default();
     let mut files = Vec::new();
     for (relative, path) in walk(dir)? {
         let mut file = File::open(&path).map_err(|e| CheckpointError::io("cannot read", &path, e))?;
         // Hard-linked files are usually durable already; then this costs nothing.
         file.sync_all().map_err(|e| CheckpointError::io("cannot sync", &path, e))?;
-        let (bytes, crc32) = checksum(&mut file).map_err(|e| CheckpointError::io("cannot read", &path, e))?;
+        let metadata = file.metadata().map_err(|e| CheckpointError::io("cannot read", &path, e))?;
+        let reused = known.get(&relative).and_then(|&(identity, bytes, crc32)| {
+            (identity == file_identity(&metadata) && bytes == metadata.len()).then_some((bytes, crc32))
+        });
+        let (bytes, crc32) = match reused {
+            Some(known) => known,
+            None => checksum(&mut file).map_err(|e| CheckpointError::io("cannot read", &path, e))?,
+        };
         files.push(ManifestEntry { path: relative, bytes, crc32 });
     }
     for sub in subdirs(dir)? {
@@ -108,13 +124,40 @@ pub fn verify(dir: &Path) -> Result<StateManifest, CheckpointError> {
             .and_then(|mut file| checksum(&mut file))
             .map_err(|e| CheckpointError::io("cannot read", &path, e))?;
         if found != entry.crc32 {
-            return Err(CheckpointError::corrupt(
-                &path,
-                Corruption::ContentMismatch { expected: entry.crc32, found },
-            ));
+            return Err(CheckpointError::corrupt(&path, Corruption::ContentMismatch { expected: entry.crc32, found }));
         }
     }
     Ok(manifest)
+}
+
+/// The checksums of an earlier state directory's manifest that can be carried over: relative
+/// path → (file identity, size, CRC-32). Nothing if that directory or its manifest is unusable.
+fn known_checksums(dir: &Path) -> std::collections::HashMap<String, ((u64, u64), u64, u32)> {
+    let Ok(manifest) = file::read_json::<StateManifest>(&dir.join(MANIFEST), FileKind::StateManifest) else {
+        return Default::default();
+    };
+    manifest
+        .files
+        .into_iter()
+        .filter_map(|entry| {
+            let metadata = fs::metadata(dir.join(&entry.path)).ok()?;
+            (metadata.len() == entry.bytes).then(|| (entry.path, (file_identity(&metadata), entry.bytes, entry.crc32)))
+        })
+        .collect()
+}
+
+/// (device, inode): the same for every hard link of one file.
+#[cfg(unix)]
+fn file_identity(metadata: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+/// Without inodes no file is known to be the same: every file is checksummed.
+#[cfg(not(unix))]
+fn file_identity(_: &fs::Metadata) -> (u64, u64) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    (u64::MAX, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Size and CRC-32 of a file, read in blocks.
@@ -134,12 +177,12 @@ fn checksum(file: &mut File) -> std::io::Result<(u64, u32)> {
 
 /// Every file under `dir` (the manifest and temporary files excepted), as (relative path, path), sorted.
 fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>, CheckpointError> {
-    fn visit(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), CheckpointError> {
+    fn visit(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), CheckpointError> {
         for name in file::list(dir)? {
             let path = dir.join(&name);
             let relative = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
             if path.is_dir() {
-                visit(base, &path, &relative, out)?;
+                visit(&path, &relative, out)?;
             } else if !(prefix.is_empty() && (name == MANIFEST || file::is_temporary(&name))) {
                 out.push((relative, path));
             }
@@ -147,7 +190,7 @@ fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>, CheckpointError> {
         Ok(())
     }
     let mut out = Vec::new();
-    visit(dir, dir, "", &mut out)?;
+    visit(dir, "", &mut out)?;
     Ok(out)
 }
 

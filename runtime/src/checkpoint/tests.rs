@@ -371,3 +371,152 @@ fn the_report_lists_every_epoch() {
     assert!(text.contains("partition 1: offset 101, watermark 1970-01-01T00:00:10.000Z"), "{text}");
     fs::remove_dir_all(&path).unwrap();
 }
+
+/// Writes a state directory of two files (one in a subdirectory) for `count` on `worker`.
+fn write_dir_state(dir: &CheckpointDir, worker: usize, epoch: u64) -> StateFileRef {
+    dir.write_state_dir("count", worker, epoch, |staging| {
+        fs::write(staging.join("store"), format!("store {epoch}/{worker}"))?;
+        fs::create_dir(staging.join("rocksdb"))?;
+        fs::write(staging.join("rocksdb").join("000001.sst"), vec![7u8; 1000 + worker])?;
+        Ok::<_, std::io::Error>(())
+    })
+    .map_err(|e| e.to_string())
+    .unwrap()
+}
+
+impl From<CheckpointError> for std::io::Error {
+    fn from(error: CheckpointError) -> Self {
+        std::io::Error::other(error.to_string())
+    }
+}
+
+#[test]
+fn state_directories_are_written_with_a_manifest_resumed_reported_and_cleaned_up() {
+    let path = scratch("state-dir");
+    let (dir, _) = CheckpointDir::open_or_create(&path, &metadata(2, "10s")).unwrap();
+    for epoch in 0..3 {
+        dir.write_offsets(&offsets(epoch)).unwrap();
+        let state_files = vec![write_dir_state(&dir, 0, epoch), dir.write_state("count", 1, epoch, b"bytes").unwrap()];
+        assert_eq!(state_files[0].kind, StateKind::Directory);
+        assert_eq!(state_files[0].bytes, ("store 0/0".len() + 1000) as u64);
+        if epoch < 2 {
+            dir.write_commit(&CommitRecord { epoch, committed_at: EventTime::now(), state_files }).unwrap();
+        }
+    }
+    // The commit records the kind; a bytes reference stays as it was written before directories.
+    let commit = fs::read_to_string(dir.commit_path(1)).unwrap();
+    assert_eq!(commit.matches("\"kind\": \"directory\"").count(), 1, "{commit}");
+    // A failing fill leaves nothing behind.
+    let error = dir
+        .write_state_dir("count", 0, 2, |staging| {
+            fs::write(staging.join("half"), b"x")?;
+            Err::<(), _>(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+    assert_eq!(error.to_string(), "disk full");
+    assert_eq!(file::list(dir.state_path("count", 0, 2).parent().unwrap()).unwrap(), vec!["0", "1", "2"]);
+    // A staging directory left by a crash is removed at the next open, and so is epoch 2.
+    fs::create_dir(dir.state_path("count", 0, 2).with_file_name(".3.tmp-1-1")).unwrap();
+
+    let (dir, resume) = CheckpointDir::open_or_create(&path, &metadata(2, "10s")).unwrap();
+    let Resume::FromEpoch { epoch: 1, state_files, discarded_epochs, .. } = resume else { panic!("{resume:?}") };
+    assert_eq!(discarded_epochs, vec![2]);
+    assert_eq!(state_files[0].kind, StateKind::Directory);
+    assert_eq!(state_files[1].kind, StateKind::Bytes);
+    let worker_dir = dir.state_path("count", 0, 1).parent().unwrap().to_path_buf();
+    assert_eq!(file::list(&worker_dir).unwrap(), vec!["0", "1"]);
+    let checked = dir.read_state_dir("count", 0, 1).unwrap();
+    assert_eq!(fs::read(checked.join("store")).unwrap(), b"store 1/0");
+    // The shapes are checked: a directory is not read as bytes, nor a file as a directory.
+    let message = dir.read_state("count", 0, 1).unwrap_err().to_string();
+    assert!(message.contains("it is a directory, a state file was expected"), "{message}");
+    let message = dir.read_state_dir("count", 1, 1).unwrap_err().to_string();
+    assert!(message.contains("it is a file, a state directory was expected"), "{message}");
+
+    // The report sums the manifests' sizes without reading the files.
+    let report = CheckpointReport::read(&path).unwrap();
+    let state = &report.epochs[1].state["count"];
+    assert_eq!((state.bytes, state.directories, state.directory_files), (("store 1/0".len() + 1000 + 5) as u64, 1, 2));
+    let text = report.to_string();
+    assert!(
+        text.contains("state count: 1014 bytes in 1 file(s) and 1 director(ies) of 2 file(s) (workers 0, 1)"),
+        "{text}"
+    );
+    // A size change is found by the report, a changed byte of the same size only by a full check.
+    let sst = dir.state_path("count", 0, 1).join("rocksdb").join("000001.sst");
+    fs::write(&sst, vec![8u8; 1000]).unwrap();
+    CheckpointReport::read(&path).unwrap();
+    let message = dir.read_state_dir("count", 0, 1).unwrap_err().to_string();
+    assert!(
+        message.contains(&sst.display().to_string()) && message.contains("does not match the checksum"),
+        "{message}"
+    );
+    fs::write(&sst, vec![8u8; 10]).unwrap();
+    let message = CheckpointReport::read(&path).unwrap_err().to_string();
+    assert!(
+        message.contains(&sst.display().to_string()) && message.contains("it has 10 bytes, the manifest"),
+        "{message}"
+    );
+
+    // Cleanup removes the directories of old epochs.
+    dir.write_offsets(&offsets(2)).unwrap();
+    let state_files = vec![write_dir_state(&dir, 0, 2)];
+    dir.write_commit(&CommitRecord { epoch: 2, committed_at: EventTime::now(), state_files }).unwrap();
+    assert_eq!(dir.cleanup(1).unwrap(), vec![0, 1]);
+    assert_eq!(file::list(&worker_dir).unwrap(), vec!["2"]);
+
+    // A commit cannot list a directory whose manifest is missing.
+    dir.write_offsets(&offsets(3)).unwrap();
+    let reference = write_dir_state(&dir, 0, 3);
+    fs::remove_file(dir.state_path("count", 0, 3).join(state_dir::MANIFEST)).unwrap();
+    let message = dir
+        .write_commit(&CommitRecord { epoch: 3, committed_at: EventTime::now(), state_files: vec![reference] })
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("has no manifest"), "{message}");
+    fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn checksums_of_hard_linked_files_are_carried_over_from_the_previous_epoch() {
+    let path = scratch("carry-over");
+    let (dir, _) = CheckpointDir::open_or_create(&path, &metadata(1, "10s")).unwrap();
+    let write = |epoch: u64, from: Option<PathBuf>| {
+        dir.write_state_dir("join", 0, epoch, |staging| {
+            match &from {
+                // Like a RocksDB checkpoint: the unchanged file is a hard link, the other a copy.
+                Some(previous) => {
+                    fs::hard_link(previous.join("shared.sst"), staging.join("shared.sst"))?;
+                    fs::copy(previous.join("copied.sst"), staging.join("copied.sst"))?;
+                }
+                None => {
+                    fs::write(staging.join("shared.sst"), vec![1u8; 5000])?;
+                    fs::write(staging.join("copied.sst"), vec![2u8; 5000])?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .map_err(|e| e.to_string())
+        .unwrap()
+    };
+    write(0, None);
+    let first = dir.state_path("join", 0, 0);
+    // Damage both files of epoch 0 in place, keeping their sizes: a file that is read again gets
+    // the checksum of its damaged content, a carried-over checksum is the original one.
+    for name in ["shared.sst", "copied.sst"] {
+        let mut file = fs::OpenOptions::new().write(true).open(first.join(name)).unwrap();
+        std::io::Write::write_all(&mut file, b"XX").unwrap();
+    }
+    write(1, Some(first.clone()));
+    let second = dir.state_path("join", 0, 1);
+    let manifest: StateManifest = file::read_json(&second.join(state_dir::MANIFEST), FileKind::StateManifest).unwrap();
+    let crc_of = |name: &str| manifest.files.iter().find(|f| f.path == name).unwrap().crc32;
+    assert_eq!(crc_of("shared.sst"), file::crc32(&[1u8; 5000]), "the hard link keeps the original checksum");
+    assert_ne!(crc_of("copied.sst"), file::crc32(&[2u8; 5000]), "a copy is checksummed again");
+    // So the damage to the shared file is found in both epochs.
+    let message = dir.read_state_dir("join", 0, 1).unwrap_err().to_string();
+    assert!(message.contains(&second.join("shared.sst").display().to_string()), "{message}");
+    let message = dir.read_state_dir("join", 0, 0).unwrap_err().to_string();
+    assert!(message.contains("does not match the checksum"), "{message}");
+    fs::remove_dir_all(&path).unwrap();
+}

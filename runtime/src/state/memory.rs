@@ -2,6 +2,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::snapshot::{self, SnapshotError, StateSnapshot, IN_MEMORY};
 use super::{StateKey, StateValue};
 
 /// Keyed state in a hash map.
@@ -85,5 +86,62 @@ impl<K: StateKey, V: StateValue> MemoryStore<K, V> {
     /// Removes and returns everything.
     pub fn drain(&mut self) -> Vec<(K, V)> {
         self.map.drain().collect()
+    }
+
+    /// Every entry as bytes (bincode), after a header with the key and value types and the
+    /// entry count: see [`super::snapshot`].
+    ///
+    /// ```
+    /// use weir_runtime::state::MemoryStore;
+    ///
+    /// let mut store = MemoryStore::<String, u64>::new();
+    /// store.put("alice".to_string(), 3);
+    /// let snapshot = store.snapshot().unwrap();
+    /// store.put("bob".to_string(), 1);
+    ///
+    /// let mut restored = MemoryStore::<String, u64>::new();
+    /// restored.restore(&snapshot).unwrap();
+    /// assert_eq!((restored.len(), restored.get(&"alice".to_string())), (1, Some(&3)));
+    /// // Another value type is refused.
+    /// assert!(MemoryStore::<String, i32>::new().restore(&snapshot).is_err());
+    /// ```
+    pub fn snapshot(&self) -> Result<StateSnapshot, SnapshotError> {
+        snapshot::encode::<K, V>(self.len(), |write| {
+            for (key, value) in &self.map {
+                write(key, value)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Loads a snapshot into this store, which must be empty. Refuses a snapshot of other key or
+    /// value types ([`SnapshotError::TypeMismatch`]) and truncated or damaged bytes.
+    pub fn restore(&mut self, snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
+        self.restore_bytes(snapshot.as_bytes(), IN_MEMORY)
+    }
+
+    /// [`MemoryStore::restore`] of bytes from `label` (a file, for messages). On error the store
+    /// is left empty.
+    pub(crate) fn restore_bytes(&mut self, bytes: &[u8], label: &str) -> Result<(), SnapshotError> {
+        if !self.map.is_empty() {
+            return Err(SnapshotError::NotEmpty { snapshot: label.to_string(), keys: self.len() });
+        }
+        let result = snapshot::decode::<K, V, _>(
+            bytes,
+            label,
+            &mut self.map,
+            |map, n| map.reserve(n),
+            |map, key, value| {
+                map.insert(key, value);
+                Ok(())
+            },
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.map = FxHashMap::default();
+                Err(error)
+            }
+        }
     }
 }

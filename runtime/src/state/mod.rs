@@ -14,6 +14,7 @@
 
 mod memory;
 mod rocksdb;
+pub mod snapshot;
 
 use std::borrow::Cow;
 use std::hash::Hash;
@@ -24,7 +25,10 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use self::memory::MemoryStore;
-pub use self::rocksdb::{RocksDbOptions, RocksDbStore};
+pub use self::rocksdb::{RocksDbOptions, RocksDbStore, SNAPSHOT_ROCKSDB_DIR, SNAPSHOT_STORE_FILE};
+pub use self::snapshot::{SnapshotError, StateSnapshot};
+
+use crate::checkpoint::{CheckpointDir, StateFile, StateFileRef, StateKind};
 
 /// Which kind of store a stateful operator keeps its state in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -219,6 +223,110 @@ impl<K: StateKey, V: StateValue> StateStore<K, V> {
         match self {
             StateStore::Memory(store) => Ok(store.drain()),
             StateStore::RocksDb(store) => store.drain(),
+        }
+    }
+
+    /// Every entry as bytes, with the key and value types recorded (see [`snapshot`]): a full
+    /// copy, on either backend. A store restored from it ([`StateStore::restore`]) may use either
+    /// backend. For checkpoints use [`StateStore::write_snapshot`], which lets RocksDB write a
+    /// checkpoint of hard-linked files instead.
+    pub fn snapshot(&self) -> Result<StateSnapshot, SnapshotError> {
+        match self {
+            StateStore::Memory(store) => store.snapshot(),
+            StateStore::RocksDb(store) => snapshot::encode::<K, V>(store.len(), |write| {
+                let mut result = Ok(());
+                store.for_each(|key, value| {
+                    if result.is_ok() {
+                        result = write(&key, &value);
+                    }
+                })?;
+                result
+            }),
+        }
+    }
+
+    /// Loads a byte snapshot ([`StateStore::snapshot`]) into this store, which must be empty.
+    /// Refuses a snapshot of other key or value types and truncated or damaged bytes.
+    pub fn restore(&mut self, snapshot: &StateSnapshot) -> Result<(), SnapshotError> {
+        self.restore_bytes(snapshot.as_bytes(), snapshot::IN_MEMORY)
+    }
+
+    /// Writes this store's snapshot of epoch `epoch` into the checkpoint, as
+    /// `state/<operator>/<worker>/<epoch>`, and returns the reference to report for the epoch's
+    /// commit: a file of bytes for the memory backend, a directory holding a RocksDB checkpoint
+    /// (hard links, no full copy) for the RocksDB backend.
+    ///
+    /// An operator calls it at an epoch boundary, after applying every input below the
+    /// boundary and before applying any at or above it (`docs/checkpoints.md` §2).
+    pub fn write_snapshot(
+        &self,
+        checkpoint: &CheckpointDir,
+        operator: &str,
+        worker: usize,
+        epoch: u64,
+    ) -> Result<StateFileRef, SnapshotError> {
+        match self {
+            StateStore::Memory(store) => {
+                let snapshot = store.snapshot()?;
+                Ok(checkpoint.write_state(operator, worker, epoch, snapshot.as_bytes())?)
+            }
+            StateStore::RocksDb(store) => {
+                checkpoint.write_state_dir(operator, worker, epoch, |dir| store.checkpoint_into(dir))
+            }
+        }
+    }
+
+    /// Restores this store, which must be empty (just opened), from a snapshot listed by the
+    /// checkpoint's last commit ([`crate::checkpoint::Resume::FromEpoch`]'s `state_files`).
+    ///
+    /// The snapshot is checked first (length and CRC-32 of a file; manifest, sizes and CRC-32 of
+    /// every file of a directory); damage is an error naming the file. A RocksDB store is
+    /// reopened on a copy of the checkpoint (SST files hard-linked), so the checkpoint itself is
+    /// never changed. A byte snapshot restores into either backend; a RocksDB checkpoint only
+    /// into a RocksDB store ([`SnapshotError::WrongBackend`]).
+    pub fn restore_snapshot(&mut self, checkpoint: &CheckpointDir, file: &StateFile) -> Result<(), SnapshotError> {
+        let label = file.path.display().to_string();
+        if !self.is_empty() {
+            return Err(SnapshotError::NotEmpty { snapshot: label, keys: self.len() });
+        }
+        match file.kind {
+            StateKind::Bytes => {
+                let bytes = checkpoint.read_state(&file.operator, file.worker, file.epoch)?;
+                self.restore_bytes(&bytes, &label)
+            }
+            StateKind::Directory => {
+                let dir = checkpoint.read_state_dir(&file.operator, file.worker, file.epoch)?;
+                let StateStore::RocksDb(store) = self else {
+                    return Err(SnapshotError::WrongBackend { snapshot: label, backend: self.backend_name() });
+                };
+                let (path, options) = (store.path().to_path_buf(), store.options().clone());
+                // Close the live store (which deletes its directory and releases it) first.
+                *self = StateStore::Memory(MemoryStore::new());
+                *self = StateStore::RocksDb(RocksDbStore::open_from_checkpoint(path, &options, &dir)?);
+                Ok(())
+            }
+        }
+    }
+
+    fn restore_bytes(&mut self, bytes: &[u8], label: &str) -> Result<(), SnapshotError> {
+        match self {
+            StateStore::Memory(store) => store.restore_bytes(bytes, label),
+            StateStore::RocksDb(store) => {
+                if !store.is_empty() {
+                    return Err(SnapshotError::NotEmpty { snapshot: label.to_string(), keys: store.len() });
+                }
+                let result = snapshot::decode::<K, V, _>(
+                    bytes,
+                    label,
+                    store,
+                    |_, _| {},
+                    |store, key, value| store.put(&key, &value),
+                );
+                if result.is_err() {
+                    store.drain()?;
+                }
+                result.map(|_| ())
+            }
         }
     }
 

@@ -19,11 +19,18 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{BlockBasedIndexType, BlockBasedOptions, Cache, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::snapshot::{SnapshotError, SnapshotHeader};
 use super::{StateError, StateKey, StateValue};
+
+/// In a directory snapshot: the file with the key and value types and the key count (JSON).
+pub const SNAPSHOT_STORE_FILE: &str = "store";
+/// In a directory snapshot: the RocksDB checkpoint.
+pub const SNAPSHOT_ROCKSDB_DIR: &str = "rocksdb";
 
 /// Settings of the RocksDB backend.
 ///
@@ -121,6 +128,8 @@ pub struct RocksDbStore<K, V> {
     cache: Cache,
     write_options: WriteOptions,
     path: PathBuf,
+    // Boxed: kept only to reopen the store on a restore, and `StateStore`'s variants stay close in size.
+    options: Box<RocksDbOptions>,
     keys: u64,
     key_buffer: RefCell<Vec<u8>>,
     value_buffer: Vec<u8>,
@@ -130,7 +139,69 @@ pub struct RocksDbStore<K, V> {
 impl<K: StateKey, V: StateValue> RocksDbStore<K, V> {
     /// Opens the database at `path`, clearing whatever the directory held before.
     pub fn open(path: impl AsRef<Path>, options: &RocksDbOptions) -> Result<Self, StateError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_filled(path.as_ref(), options, |_| Ok(()), 0)
+    }
+
+    /// Opens a store at `path` (cleared first, like [`RocksDbStore::open`]) holding the state of
+    /// a directory snapshot written by [`RocksDbStore::checkpoint_into`].
+    ///
+    /// The snapshot's types are checked first. Its SST files are hard-linked into `path` (copied
+    /// if `path` is on another file system), its other files (RocksDB's small `MANIFEST`,
+    /// `CURRENT`, `OPTIONS`) copied: the live store never changes the snapshot, which stays
+    /// intact for a later recovery. The caller checks the snapshot's integrity beforehand
+    /// ([`crate::checkpoint::CheckpointDir::read_state_dir`]).
+    pub fn open_from_checkpoint(
+        path: impl AsRef<Path>,
+        options: &RocksDbOptions,
+        snapshot: &Path,
+    ) -> Result<Self, SnapshotError> {
+        let store_file = snapshot.join(SNAPSHOT_STORE_FILE);
+        let invalid =
+            |what: &Path, problem: String| SnapshotError::Invalid { snapshot: what.display().to_string(), problem };
+        let content = std::fs::read(&store_file).map_err(|e| invalid(&store_file, format!("cannot be read: {e}")))?;
+        let header: SnapshotHeader = serde_json::from_slice(&content)
+            .map_err(|e| invalid(&store_file, format!("it is not a RocksDB state snapshot's `store` file: {e}")))?;
+        header.check::<K, V>(&snapshot.display().to_string())?;
+        let source = snapshot.join(SNAPSHOT_ROCKSDB_DIR);
+        if !source.is_dir() {
+            return Err(invalid(&source, "the RocksDB checkpoint directory is missing".to_string()));
+        }
+        Ok(Self::open_filled(path.as_ref(), options, |live| link_or_copy(&source, live), header.entries)?)
+    }
+
+    /// Writes a snapshot of the store into `dir` (which must exist): the file `store` (key and
+    /// value types, key count) and a RocksDB checkpoint in `dir/rocksdb` (the memtables are
+    /// flushed, then the SST files are hard-linked, not copied, when `dir` is on the same file
+    /// system as the store). Usually called through
+    /// [`crate::checkpoint::CheckpointDir::write_state_dir`], which adds the manifest.
+    pub fn checkpoint_into(&self, dir: &Path) -> Result<(), SnapshotError> {
+        let store_file = dir.join(SNAPSHOT_STORE_FILE);
+        let header = serde_json::to_vec_pretty(&SnapshotHeader::of::<K, V>(self.keys)).expect("headers serialize");
+        std::fs::write(&store_file, header).map_err(|e| StateError::RocksDb {
+            path: self.path.display().to_string(),
+            message: format!("cannot write the snapshot file {}: {e}", store_file.display()),
+        })?;
+        let target = dir.join(SNAPSHOT_ROCKSDB_DIR);
+        let checkpoint_error = |e: rocksdb::Error| StateError::RocksDb {
+            path: self.path.display().to_string(),
+            message: format!("cannot create a RocksDB checkpoint in {}: {}", target.display(), e.into_string()),
+        };
+        Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(&target)).map_err(checkpoint_error)?;
+        Ok(())
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &RocksDbOptions {
+        &self.options
+    }
+
+    fn open_filled<E: From<StateError>>(
+        path: &Path,
+        options: &RocksDbOptions,
+        fill: impl FnOnce(&Path) -> Result<(), E>,
+        keys: u64,
+    ) -> Result<Self, E> {
+        let path = path.to_path_buf();
         let io_error = |what: &str, error: std::io::Error| StateError::RocksDb {
             path: path.display().to_string(),
             message: format!("cannot {what} the directory: {error}"),
@@ -141,10 +212,11 @@ impl<K: StateKey, V: StateValue> RocksDbStore<K, V> {
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(io_error("clear", error)),
+            Err(error) => return Err(io_error("clear", error).into()),
         }
         std::fs::create_dir_all(&path).map_err(|e| io_error("create", e))?;
         let directory = Box::new(RemoveOnDrop { path: path.clone(), keep_below: options.dir.clone(), _claim: claim });
+        fill(&path)?;
         let (db_options, cache) = options.rocksdb_options().map_err(|e| rocks_error(&path, e))?;
         let db = DB::open(&db_options, &path).map_err(|e| rocks_error(&path, e))?;
         let mut write_options = WriteOptions::default();
@@ -155,7 +227,8 @@ impl<K: StateKey, V: StateValue> RocksDbStore<K, V> {
             cache,
             write_options,
             path,
-            keys: 0,
+            options: Box::new(options.clone()),
+            keys,
             key_buffer: RefCell::new(Vec::new()),
             value_buffer: Vec::new(),
             _types: PhantomData,
@@ -369,6 +442,32 @@ impl Drop for RemoveOnDrop {
             parent = dir.parent();
         }
     }
+}
+
+/// Hard-links (or, across file systems, copies) the SST files of `source` into `target`, and
+/// copies every other file: those RocksDB may rewrite or append to.
+fn link_or_copy(source: &Path, target: &Path) -> Result<(), StateError> {
+    let io_error = |what: &str, path: &Path, e: std::io::Error| StateError::RocksDb {
+        path: target.display().to_string(),
+        message: format!("cannot {what} {} from the snapshot: {e}", path.display()),
+    };
+    let entries = std::fs::read_dir(source).map_err(|e| io_error("list", source, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", source, e))?;
+        let from = entry.path();
+        let to = target.join(entry.file_name());
+        if from.is_dir() {
+            std::fs::create_dir_all(&to).map_err(|e| io_error("create", &to, e))?;
+            link_or_copy(&from, &to)?;
+        } else if from.extension().is_some_and(|ext| ext == "sst") {
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).map_err(|e| io_error("copy", &from, e))?;
+            }
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| io_error("copy", &from, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn rocks_error(path: &Path, error: rocksdb::Error) -> StateError {
