@@ -48,6 +48,7 @@ pub mod coordinator;
 pub mod cut;
 mod error;
 pub mod file;
+pub mod live;
 mod inspect;
 mod metadata;
 mod records;
@@ -62,6 +63,7 @@ pub use coordinator::{EpochCoordinator, Participants};
 pub use cut::{PartitionCuts, StampChange};
 pub use error::{CheckpointError, Corruption};
 pub use file::FORMAT_VERSION;
+pub use live::{Boundary, LiveCheckpoint};
 pub use inspect::{CheckpointReport, EpochReport, OperatorStateSize, SinkEpochReport};
 pub use metadata::{CheckpointMetadata, DataflowFingerprint, FingerprintDiff, NodeFingerprint};
 pub use records::{
