@@ -30,6 +30,7 @@ struct Inner {
     explaining: AtomicBool,
     other_process: AtomicBool,
     records_cuts: AtomicBool,
+    checkpoint: Mutex<Option<Arc<crate::checkpoint::LiveCheckpoint>>>,
     source_cuts: Mutex<std::collections::BTreeMap<(String, usize), crate::source_cuts::SharedSourceCuts>>,
 }
 
@@ -50,10 +51,21 @@ impl QueryContext {
                 explaining: AtomicBool::new(false),
                 other_process: AtomicBool::new(false),
                 records_cuts: AtomicBool::new(false),
+                checkpoint: Mutex::new(None),
                 source_cuts: Mutex::new(std::collections::BTreeMap::new()),
             }),
             state_backend: StateBackend::Memory,
         }
+    }
+
+    /// The checkpoint coordinator of this query, when it checkpoints.
+    pub fn checkpoint(&self) -> Option<Arc<crate::checkpoint::LiveCheckpoint>> {
+        self.inner.checkpoint.lock().unwrap().clone()
+    }
+
+    /// Makes this query checkpoint through `coordinator` (set before the dataflow is built).
+    pub fn set_checkpoint(&self, coordinator: Arc<crate::checkpoint::LiveCheckpoint>) {
+        *self.inner.checkpoint.lock().unwrap() = Some(coordinator);
     }
 
     /// A context with fresh random ids, for tests and one-off runs.

@@ -307,6 +307,9 @@ fn a_snapshot_of_another_key_or_value_type_is_refused() {
     assert!(matches!(error, SnapshotError::TypeMismatch { .. }), "{message}");
     assert!(message.contains(&files[0].path.display().to_string()), "must name the snapshot: {message}");
     assert!(message.contains("keys of type `alloc::string::String`") && message.contains("`u64`"), "{message}");
+    assert_eq!((other.backend_name(), other.is_empty()), ("rocksdb", true), "a failed restore leaves an empty store");
+    other.put(1, 2).unwrap();
+    assert_eq!(other.len(), 1);
     // A RocksDB checkpoint cannot go into a memory store.
     let mut memory = StateBackend::Memory.open::<String, u64>("q", "c", 0).unwrap();
     let error = memory.restore_snapshot(&checkpoint, &files[0]).unwrap_err();

@@ -14,6 +14,7 @@ use weir_runtime::time::EventTime;
 
 use crate::foreach::gather_epochs;
 
+pub mod exactly_once;
 pub mod transactional;
 
 /// Where a [`JsonLinesSink`] writes.

@@ -302,8 +302,19 @@ impl<K: StateKey, V: StateValue> StateStore<K, V> {
                 let (path, options) = (store.path().to_path_buf(), store.options().clone());
                 // Close the live store (which deletes its directory and releases it) first.
                 *self = StateStore::Memory(MemoryStore::new());
-                *self = StateStore::RocksDb(RocksDbStore::open_from_checkpoint(path, &options, &dir)?);
-                Ok(())
+                match RocksDbStore::open_from_checkpoint(&path, &options, &dir) {
+                    Ok(restored) => {
+                        *self = StateStore::RocksDb(restored);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        // Leave an empty store of the same backend behind, as for any failed restore.
+                        if let Ok(empty) = RocksDbStore::open(&path, &options) {
+                            *self = StateStore::RocksDb(empty);
+                        }
+                        Err(error)
+                    }
+                }
             }
         }
     }
