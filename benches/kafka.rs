@@ -190,6 +190,7 @@ fn main() {
             topics: vec![topic.clone()],
             starting_offsets: "earliest".into(),
             ending_offsets: Some("latest".into()),
+            max_offsets_per_epoch: None,
             format,
             registry: Some(registry.1.clone()),
             dead_letters: None,

@@ -8,7 +8,7 @@
 //! Needs `WEIR_KAFKA_BROKERS` and `WEIR_KAFKA_TXN_BROKERS` (`scripts/test-env up`); the
 //! registry is the real `weir registry serve`, started here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,8 +16,10 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 mod support;
-use support::kafka::{brokers, consume_all, create_topic, txn_brokers, unique_topic, Isolation};
-use support::{check, weir, Arrival, PartitionClock, BINARY};
+use support::kafka::{
+    brokers, consume_all, create_topic, row, txn_brokers, unique_topic, window_count_oracle, Isolation, Row,
+};
+use support::{check, weir, BINARY};
 
 const WINDOW_MS: i64 = 10_000;
 const DELAY_MS: u64 = 2_000;
@@ -47,38 +49,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// What the job must write for the records of `input` (read back with partitions, in offset
-/// order): each record's key from the Kafka key, event time from the Kafka timestamp (the test
-/// stream sets both), late iff below its partition's watermark; records whose value is not in
-/// `format` are left out (they go to the dead-letter file).
-/// A window row: (window_start, window_end, key, count).
-type Row = (i64, i64, String, u64);
-
-fn row(value: &Value) -> Row {
-    let field = |name: &str| value[name].as_i64().unwrap_or_else(|| panic!("{name} in {value}"));
-    (field("window_start"), field("window_end"), value["key"].as_str().unwrap().to_string(), field("count") as u64)
-}
-
-fn oracle(input: &[weir_connectors::kafka::KafkaRecord], avro: bool) -> (BTreeSet<Row>, usize) {
-    let mut clocks: BTreeMap<i32, PartitionClock> = BTreeMap::new();
-    let mut counts: BTreeMap<(i64, String), u64> = BTreeMap::new();
-    let mut late = 0;
-    for record in input {
-        let value = record.value.as_deref().unwrap_or_default();
-        if avro && value.first() != Some(&0) {
-            continue;
-        }
-        let ts = record.timestamp.expect("the test stream sets timestamps");
-        let key = String::from_utf8(record.key.clone().expect("keyed")).unwrap();
-        match clocks.entry(record.partition).or_insert_with(|| PartitionClock::new(DELAY_MS)).arrive(ts as u64) {
-            Arrival::Late { .. } => late += 1,
-            Arrival::OnTime { .. } => *counts.entry((ts.div_euclid(WINDOW_MS) * WINDOW_MS, key)).or_default() += 1,
-        }
-    }
-    let rows = counts.into_iter().map(|((start, key), count)| (start, start + WINDOW_MS, key, count)).collect();
-    (rows, late)
 }
 
 fn produce_test_data(brokers: &str, topic: &str, extra: &[&str]) {
@@ -164,7 +134,7 @@ fn run_and_check(input_topic: &str, output_brokers: &str, workers: usize, delive
     check(&weir(&args));
 
     let input = consume_all(&brokers, input_topic, Isolation::ReadUncommitted);
-    let (expected, expected_late) = oracle(&input, avro);
+    let (expected, expected_late) = window_count_oracle(&input, DELAY_MS, WINDOW_MS, avro);
     let isolation = if delivery == "exactly-once" { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
     let written: Vec<Row> = consume_all(output_brokers, &output_topic, isolation)
         .iter()

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use weir_runtime::checkpoint::WatermarkState;
+use weir_runtime::checkpoint::{EpochOffsets, WatermarkState};
 use weir_runtime::prelude::*;
 use weir_runtime::source::{event_source_resumed, event_source_with_batch};
 use weir_runtime::source_cuts::SourceResume;
@@ -94,8 +94,19 @@ impl Emitted {
     }
 }
 
-/// Runs the case's source on `workers` workers, recording cuts (`resume: None`) or resumed.
-fn run(case: &Case, workers: usize, resume: Option<SourceResume>) -> (Emitted, QueryContext) {
+/// How a run starts.
+#[derive(Clone)]
+enum Start {
+    /// From the beginning.
+    Fresh,
+    /// Through `event_source_resumed`.
+    Resumed(SourceResume),
+    /// Through plain `event_source_with_batch`, with the checkpoint's offsets in the context.
+    ResumedByContext(SourceResume),
+}
+
+/// Runs the case's source on `workers` workers, recording cuts.
+fn run(case: &Case, workers: usize, start: Start) -> (Emitted, QueryContext) {
     let emitted = Arc::new(Mutex::new(Emitted::default()));
     let context = Arc::new(Mutex::new(None));
     let source = MemorySource::new(case.partitions.clone()).named("Numbers");
@@ -106,9 +117,18 @@ fn run(case: &Case, workers: usize, resume: Option<SourceResume>) -> (Emitted, Q
         *ctx_out.lock().unwrap() = Some(ctx.clone());
         let options = WatermarkOptions::with_delay(Duration::from_millis(delay)).tick(Duration::from_millis(tick));
         let time_of = |r: &Rec| Some(EventTime::from_millis(r.ts));
-        let events = match resume.clone() {
-            None => event_source_with_batch(scope, ctx, source.clone(), time_of, options, batch),
-            Some(resume) => event_source_resumed(scope, ctx, source.clone(), time_of, options, batch, resume),
+        let events = match start.clone() {
+            Start::Fresh => event_source_with_batch(scope, ctx, source.clone(), time_of, options, batch),
+            Start::Resumed(resume) => event_source_resumed(scope, ctx, source.clone(), time_of, options, batch, resume),
+            Start::ResumedByContext(resume) => {
+                ctx.set_resume_offsets(EpochOffsets {
+                    epoch: 7,
+                    start: EventTime::MIN,
+                    end: resume.boundary,
+                    sources: BTreeMap::from([("Numbers".to_string(), resume.partitions.values().cloned().collect())]),
+                });
+                event_source_with_batch(scope, ctx, source.clone(), time_of, options, batch)
+            }
         };
         let records = into.clone();
         events.records.inspect_time(move |t, e| {
@@ -179,7 +199,7 @@ fn a_run_resumed_at_a_cut_emits_what_the_uninterrupted_run_emitted_after_it() {
                 "seed {seed}, {workers} workers, delay {}, tick {}, batch {}",
                 case.delay_ms, case.tick_ms, case.batch
             );
-            let (full, ctx) = run(&case, workers, None);
+            let (full, ctx) = run(&case, workers, Start::Fresh);
             assert_eq!(full.records.len() + full.late.len(), total, "{label}: every record once");
             assert_eq!(counts_of(full.records.iter().map(|(_, r)| r.ts)), oracle, "{label}: uninterrupted counts");
 
@@ -222,12 +242,13 @@ fn a_run_resumed_at_a_cut_emits_what_the_uninterrupted_run_emitted_after_it() {
                     for cut in forgetful.partitions.values_mut() {
                         cut.watermark = WatermarkState { max_event_time: None, watermark: EventTime::MIN, idle: false };
                     }
-                    let (without_state, _) = run(&case, workers, Some(forgetful));
+                    let (without_state, _) = run(&case, workers, Start::Resumed(forgetful));
                     if without_state.late != full.from(boundary).late {
                         controls_differing += 1;
                     }
                 }
-                let (resumed, _) = run(&case, workers, Some(resume));
+                let start = if boundary % 2 == 0 { Start::Resumed(resume) } else { Start::ResumedByContext(resume) };
+                let (resumed, _) = run(&case, workers, start);
                 let after = full.from(boundary);
                 assert!(resumed.records.iter().all(|(t, r)| *t >= boundary && *t <= r.ts), "{label}: stamps");
                 assert_eq!(resumed.late, after.late, "{label}: the same late records, judged the same way");

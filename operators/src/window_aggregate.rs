@@ -14,9 +14,11 @@ use std::hash::{BuildHasher, Hash};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
+use weir_runtime::checkpoint::LiveCheckpoint;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::BuildError;
 use weir_runtime::event::{Event, EventStream, LateRecord};
@@ -141,7 +143,11 @@ impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_aggregate(self.records, name, windowing, key_of, aggregator.clone(), &metrics);
-        let results = merge_and_emit(partials, name, windowing, mode, aggregator, metrics.clone());
+        let checkpoint = ctx.checkpoint();
+        if let Some(live) = &checkpoint {
+            live.register_stateful(name);
+        }
+        let results = merge_and_emit(partials, name, windowing, mode, aggregator, metrics.clone(), checkpoint)?;
         let late = relabel_late(self.late, name, metrics).concat(operator_late);
         Ok(Aggregated { results, late })
     }
@@ -164,6 +170,12 @@ pub fn window_state_bound(windowing: &Windowing, mode: OutputMode) -> weir_runti
 }
 
 type Partial<K, A> = (i64, K, A);
+/// Open groups: window start -> key -> partial result.
+type Groups<K, Acc> = BTreeMap<i64, FxHashMap<K, Acc>>;
+/// Open groups as they are written to a checkpoint: (window start, [(key, partial result)]).
+type GroupsSnapshot<K, Acc> = Vec<(i64, Vec<(K, Acc)>)>;
+/// The container builder of the results stream.
+type ResultBuilder<K, O> = timely::container::CapacityContainerBuilder<Vec<WindowResult<K, O>>>;
 /// Stage 1's outputs: partial results, and records late for this operator.
 type PreAggregated<'scope, K, Acc, D> = (Timed<'scope, Partial<K, Acc>>, Timed<'scope, LateRecord<D>>);
 
@@ -212,7 +224,8 @@ fn merge_and_emit<'scope, K, A, D>(
     mode: OutputMode,
     aggregator: A,
     metrics: std::sync::Arc<OperatorMetrics>,
-) -> StreamVec<'scope, EventTime, WindowResult<K, A::Output>>
+    checkpoint: Option<std::sync::Arc<LiveCheckpoint>>,
+) -> Result<StreamVec<'scope, EventTime, WindowResult<K, A::Output>>, BuildError>
 where
     K: ExchangeData + Hash + Eq + Clone,
     A: Aggregator<D>,
@@ -232,14 +245,56 @@ where
         },
     );
     let group_bytes = (std::mem::size_of::<(K, A::Acc)>() + 16) as i64;
-    partials.unary_frontier(route, name, move |_capability, _info| {
+    let worker = partials.scope().index();
+    let name = name.to_string();
+    // A query resumed from a checkpoint starts with this worker's groups as they were when the
+    // epoch it resumes after ended.
+    let restored: Option<(Groups<K, A::Acc>, EventTime)> = match &checkpoint {
+        Some(live) => match (live.resumed(), live.resume_state(&name, worker)) {
+            (Some((_, resume_at)), Ok(Some(bytes))) => {
+                let groups: GroupsSnapshot<K, A::Acc> = bincode::deserialize(&bytes).map_err(|e| {
+                    BuildError::invalid(
+                        format!("checkpointed state of operator {name} on worker {worker}"),
+                        format!("it does not decode as this operator's groups: {e}"),
+                        "the key or accumulator type changed: restart with --reset-checkpoint",
+                    )
+                })?;
+                Some((groups.into_iter().map(|(start, g)| (start, g.into_iter().collect())).collect(), resume_at))
+            }
+            (_, Err(error)) => {
+                return Err(BuildError::invalid(
+                    format!("checkpointed state of operator {name} on worker {worker}"),
+                    error.to_string(),
+                    "see above",
+                ))
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(partials.unary_frontier(route, &name.clone(), move |initial, _info| {
         let mut pending: Pending<Partial<K, A::Acc>> = Pending::new();
         // Open groups: window start -> key -> partial result. Ordered by start, hence by end.
-        let mut state: BTreeMap<i64, FxHashMap<K, A::Acc>> = BTreeMap::new();
+        let mut state: Groups<K, A::Acc> = BTreeMap::new();
         // Append mode: a capability at each open window's end, to emit it there.
         let mut window_caps: BTreeMap<i64, Capability<EventTime>> = BTreeMap::new();
+        if let Some((groups, resume_at)) = restored {
+            let count: usize = groups.values().map(|g| g.len()).sum();
+            metrics.adjust_state(count as i64, count as i64 * group_bytes);
+            if mode == OutputMode::Append {
+                for start in groups.keys() {
+                    let end = windowing.window(*start).end;
+                    let at = EventTime::from_millis(end as u64).max(resume_at);
+                    window_caps.entry(end).or_insert_with(|| initial.delayed(&at));
+                }
+            }
+            state = groups;
+        }
+        drop(initial);
         let mut changed: FxHashSet<(i64, K)> = FxHashSet::default();
         let mut out: Vec<WindowResult<K, A::Output>> = Vec::new();
+        // The next checkpoint epoch this instance snapshots.
+        let mut next_snapshot = checkpoint.as_ref().and_then(|live| live.resumed()).map_or(0, |(epoch, _)| epoch + 1);
 
         move |(input, frontier), output| {
             input.for_each_time(|cap, data| {
@@ -247,87 +302,137 @@ where
                     pending.stash(&cap, batch);
                 }
             });
-            // `None` once the input is exhausted: every time is complete, every window final.
-            let horizon: Option<EventTime> = watermark_of(frontier.frontier());
-
+            let real: timely::progress::Antichain<EventTime> = frontier.frontier().to_owned();
             let (mut new_groups, mut updated, mut removed, mut emitted) = (0i64, 0u64, 0u64, 0u64);
-            while let Some((cap, batches)) = pending.pop_complete(frontier.frontier()) {
-                for batch in batches {
-                    for (start, key, acc) in batch {
-                        let groups = state.entry(start).or_default();
-                        if mode == OutputMode::Append {
-                            let end = windowing.window(start).end;
-                            window_caps.entry(end).or_insert_with(|| cap.delayed(&EventTime::from_millis(end as u64)));
-                        }
-                        if mode == OutputMode::Update {
-                            changed.insert((start, key.clone()));
-                        }
-                        match groups.entry(key) {
-                            Entry::Occupied(mut group) => aggregator.merge(group.get_mut(), acc),
-                            Entry::Vacant(group) => {
-                                group.insert(acc);
-                                new_groups += 1;
+
+            // Apply everything up to `upto` (an effective frontier) and close the windows that
+            // end before it (`strict`) or at it.
+            let mut run =
+                |state: &mut BTreeMap<i64, FxHashMap<K, A::Acc>>,
+                 upto: timely::progress::frontier::AntichainRef<'_, EventTime>,
+                 strict: bool,
+                 output: &mut OutputBuilderSession<'_, EventTime, ResultBuilder<K, A::Output>>| {
+                    // `None` once the input is exhausted: every time is complete, every window final.
+                    let horizon: Option<EventTime> = watermark_of(upto);
+                    while let Some((cap, batches)) = pending.pop_complete(upto) {
+                        for batch in batches {
+                            for (start, key, acc) in batch {
+                                let groups = state.entry(start).or_default();
+                                if mode == OutputMode::Append {
+                                    let end = windowing.window(start).end;
+                                    window_caps
+                                        .entry(end)
+                                        .or_insert_with(|| cap.delayed(&EventTime::from_millis(end as u64)));
+                                }
+                                if mode == OutputMode::Update {
+                                    changed.insert((start, key.clone()));
+                                }
+                                match groups.entry(key) {
+                                    Entry::Occupied(mut group) => aggregator.merge(group.get_mut(), acc),
+                                    Entry::Vacant(group) => {
+                                        group.insert(acc);
+                                        new_groups += 1;
+                                    }
+                                }
+                                updated += 1;
                             }
                         }
-                        updated += 1;
-                    }
-                }
-                match mode {
-                    OutputMode::Update if !changed.is_empty() => {
-                        for (start, key) in changed.drain() {
-                            let window = windowing.window(start);
-                            let value = aggregator.finish(&state[&start][&key]);
-                            out.push(WindowResult { window_start: window.start, window_end: window.end, key, value });
+                        match mode {
+                            OutputMode::Update if !changed.is_empty() => {
+                                for (start, key) in changed.drain() {
+                                    let window = windowing.window(start);
+                                    let value = aggregator.finish(&state[&start][&key]);
+                                    out.push(WindowResult {
+                                        window_start: window.start,
+                                        window_end: window.end,
+                                        key,
+                                        value,
+                                    });
+                                }
+                            }
+                            OutputMode::Complete if updated > 0 => {
+                                for (start, groups) in state.iter() {
+                                    let window = windowing.window(*start);
+                                    out.extend(groups.iter().map(|(key, acc)| WindowResult {
+                                        window_start: window.start,
+                                        window_end: window.end,
+                                        key: key.clone(),
+                                        value: aggregator.finish(acc),
+                                    }));
+                                }
+                            }
+                            _ => {}
+                        }
+                        if !out.is_empty() {
+                            emitted += out.len() as u64;
+                            output.session(&cap).give_container(&mut out);
+                            out.clear();
                         }
                     }
-                    OutputMode::Complete if updated > 0 => {
-                        for (start, groups) in &state {
-                            let window = windowing.window(*start);
-                            out.extend(groups.iter().map(|(key, acc)| WindowResult {
-                                window_start: window.start,
-                                window_end: window.end,
-                                key: key.clone(),
-                                value: aggregator.finish(acc),
-                            }));
-                        }
-                    }
-                    _ => {}
-                }
-                if !out.is_empty() {
-                    emitted += out.len() as u64;
-                    output.session(&cap).give_container(&mut out);
-                    out.clear();
-                }
-            }
 
-            // Close the windows the frontier has passed (complete mode keeps everything).
-            if mode != OutputMode::Complete {
-                while let Some(first) = state.first_entry() {
-                    let window = windowing.window(*first.key());
-                    if horizon.is_some_and(|h| window.end > h.as_millis() as i64) {
+                    // Close the windows the frontier has passed (complete mode keeps everything).
+                    if mode != OutputMode::Complete {
+                        while let Some(first) = state.first_entry() {
+                            let window = windowing.window(*first.key());
+                            let end = window.end;
+                            let open = match horizon {
+                                None => false,
+                                Some(h) if strict => end >= h.as_millis() as i64,
+                                Some(h) => end > h.as_millis() as i64,
+                            };
+                            if open {
+                                break;
+                            }
+                            let groups = first.remove();
+                            removed += groups.len() as u64;
+                            if mode == OutputMode::Append {
+                                let cap = window_caps.remove(&end).expect("a capability for every open window");
+                                out.extend(groups.into_iter().map(|(key, acc)| WindowResult {
+                                    window_start: window.start,
+                                    window_end: end,
+                                    value: aggregator.finish(&acc),
+                                    key,
+                                }));
+                                emitted += out.len() as u64;
+                                output.session(&cap).give_container(&mut out);
+                                out.clear();
+                            }
+                        }
+                    }
+                };
+
+            // Checkpoint boundaries the frontier has passed: apply input and close windows as if
+            // the frontier stood exactly at each, snapshot, then go on (docs/checkpoints.md §2).
+            if let Some(live) = &checkpoint {
+                for boundary in live.boundaries() {
+                    if boundary.epoch < next_snapshot {
+                        continue;
+                    }
+                    if real.less_equal(&boundary.boundary) {
                         break;
                     }
-                    let groups = first.remove();
-                    removed += groups.len() as u64;
-                    if mode == OutputMode::Append {
-                        let cap = window_caps.remove(&window.end).expect("a capability for every open window");
-                        out.extend(groups.into_iter().map(|(key, acc)| WindowResult {
-                            window_start: window.start,
-                            window_end: window.end,
-                            value: aggregator.finish(&acc),
-                            key,
-                        }));
-                        emitted += out.len() as u64;
-                        output.session(&cap).give_container(&mut out);
-                        out.clear();
+                    // The last boundary (`MAX`) ends the input: as if the frontier were empty.
+                    let at = if boundary.boundary == EventTime::MAX {
+                        timely::progress::Antichain::new()
+                    } else {
+                        timely::progress::Antichain::from_elem(boundary.boundary)
+                    };
+                    run(&mut state, at.borrow(), true, output);
+                    let groups: GroupsSnapshot<&K, &A::Acc> =
+                        state.iter().map(|(start, g)| (*start, g.iter().collect())).collect();
+                    let bytes = bincode::serialize(&groups).expect("groups serialize");
+                    if let Err(error) = live.snapshot(&name, worker, boundary.epoch, &bytes) {
+                        tracing::error!(operator = %name, %error, "checkpoint snapshot failed");
                     }
+                    next_snapshot = boundary.epoch + 1;
                 }
             }
+            run(&mut state, real.borrow(), false, output);
 
             metrics.adjust_state(new_groups - removed as i64, (new_groups - removed as i64) * group_bytes);
             OperatorMetrics::add(&metrics.rows_updated, updated);
             OperatorMetrics::add(&metrics.rows_removed, removed);
             OperatorMetrics::add(&metrics.rows_out, emitted);
         }
-    })
+    }))
 }

@@ -30,6 +30,7 @@ struct Inner {
     explaining: AtomicBool,
     other_process: AtomicBool,
     records_cuts: AtomicBool,
+    resume_offsets: Mutex<Option<Arc<crate::checkpoint::EpochOffsets>>>,
     checkpoint: Mutex<Option<Arc<crate::checkpoint::LiveCheckpoint>>>,
     source_cuts: Mutex<std::collections::BTreeMap<(String, usize), crate::source_cuts::SharedSourceCuts>>,
 }
@@ -51,6 +52,7 @@ impl QueryContext {
                 explaining: AtomicBool::new(false),
                 other_process: AtomicBool::new(false),
                 records_cuts: AtomicBool::new(false),
+                resume_offsets: Mutex::new(None),
                 checkpoint: Mutex::new(None),
                 source_cuts: Mutex::new(std::collections::BTreeMap::new()),
             }),
@@ -175,6 +177,20 @@ impl QueryContext {
     /// every partition at a boundary from it.
     pub fn source_cuts(&self, name: &str, worker: usize) -> crate::source_cuts::SharedSourceCuts {
         self.inner.source_cuts.lock().unwrap().entry((name.to_string(), worker)).or_default().clone()
+    }
+
+    /// Makes the sources built from now on resume from a checkpoint's `offsets/N`: every
+    /// [`crate::source::event_source`] whose description is listed there opens its partitions at
+    /// their cuts with their watermark states and starts at the epoch's end (see
+    /// [`crate::source::event_source_resumed`]). Set it before the dataflow is built.
+    pub fn set_resume_offsets(&self, offsets: crate::checkpoint::EpochOffsets) {
+        *self.inner.resume_offsets.lock().unwrap() = Some(Arc::new(offsets));
+    }
+
+    /// Where source `description` resumes, if the query resumes from a checkpoint that lists it.
+    pub fn source_resume(&self, description: &str) -> Option<crate::source_cuts::SourceResume> {
+        let offsets = self.inner.resume_offsets.lock().unwrap().clone()?;
+        crate::source_cuts::SourceResume::from_offsets(&offsets, description)
     }
 
     /// Every registered source instance's cut history, by (source description, worker).

@@ -28,6 +28,20 @@ pub struct Query {
     state_backend: StateBackend,
     explain_only: bool,
     operator_frontiers: bool,
+    checkpoint: Option<CheckpointSettings>,
+}
+
+/// Where and how often a query checkpoints (see [`Query::checkpoint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// The checkpoint directory.
+    pub dir: std::path::PathBuf,
+    /// How often an epoch ends (processing time).
+    pub interval: Duration,
+    /// Delete the directory's checkpoint first, on purpose (`--reset-checkpoint`).
+    pub reset: bool,
+    /// How many committed epochs to keep.
+    pub keep: usize,
 }
 
 impl Query {
@@ -42,7 +56,25 @@ impl Query {
             state_backend: StateBackend::Memory,
             explain_only: false,
             operator_frontiers: false,
+            checkpoint: None,
         }
+    }
+
+    /// Checkpoints into `dir` every `interval`: each epoch's source offsets, operator state and
+    /// sink output are committed together, and a restart resumes after the last committed epoch
+    /// (with the query id stored there). A changed dataflow is refused before anything runs. One
+    /// process only, for now.
+    pub fn checkpoint(mut self, dir: impl Into<std::path::PathBuf>, interval: Duration) -> Self {
+        self.checkpoint = Some(CheckpointSettings { dir: dir.into(), interval, reset: false, keep: 2 });
+        self
+    }
+
+    /// With [`Query::checkpoint`]: deletes the checkpoint first and starts fresh, on purpose.
+    pub fn reset_checkpoint(mut self) -> Self {
+        if let Some(settings) = self.checkpoint.as_mut() {
+            settings.reset = true;
+        }
+        self
     }
 
     /// Lets progress reports give each operator its own frontier (the minimum watermark of the
@@ -116,6 +148,65 @@ impl Query {
         Ok(handle.plan().expect("an explained query has a plan"))
     }
 
+    /// Opens (or creates) the checkpoint directory: a first, explaining build gives the dataflow's
+    /// fingerprint, which must match the checkpoint's. Answers the query id to use (the
+    /// checkpoint's) and the coordinator.
+    fn open_checkpoint<F>(
+        &self,
+        settings: &CheckpointSettings,
+        build: Arc<F>,
+    ) -> Result<(String, Arc<crate::checkpoint::LiveCheckpoint>), BuildError>
+    where
+        F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
+    {
+        use crate::checkpoint::{CheckpointDir, CheckpointMetadata, DataflowFingerprint, LiveCheckpoint};
+        let what = format!("checkpoint {}", settings.dir.display());
+        if !self.execution.addresses.is_empty() {
+            return Err(BuildError::invalid(
+                &what,
+                "checkpoints are not supported in a cluster of processes yet",
+                "run the query in one process (-w N threads), or without --checkpoint",
+            ));
+        }
+        if settings.reset {
+            CheckpointDir::reset(&settings.dir).map_err(|e| BuildError::invalid(&what, e.to_string(), "see above"))?;
+        }
+        let explain = Query {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            execution: self.execution.clone(),
+            progress_interval: self.progress_interval,
+            listeners: Vec::new(),
+            state_backend: self.state_backend.clone(),
+            explain_only: true,
+            operator_frontiers: false,
+            checkpoint: None,
+        };
+        // `start_explaining` directly: going through `start` would instantiate it for ever.
+        let handle = explain.start_explaining(move |scope, ctx| build(scope, ctx))?;
+        let plan = handle.plan().expect("an explained query has a plan");
+        let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let total_workers = self.execution.workers * self.execution.addresses.len().max(1);
+        let metadata =
+            CheckpointMetadata::new(id, self.name.clone(), total_workers, DataflowFingerprint::from_plan(&plan));
+        let (dir, resume) = CheckpointDir::open_or_create(&settings.dir, &metadata)
+            .map_err(|e| BuildError::invalid(&what, e.to_string(), "see above"))?;
+        let id = dir.metadata().query_id.clone();
+        match &resume {
+            crate::checkpoint::Resume::Fresh => {
+                tracing::info!(checkpoint = %settings.dir.display(), query_id = %id, "starting fresh")
+            }
+            crate::checkpoint::Resume::FromEpoch { epoch, offsets, .. } => tracing::info!(
+                checkpoint = %settings.dir.display(),
+                query_id = %id,
+                epoch,
+                resume_at = %offsets.end,
+                "resuming after the last committed epoch"
+            ),
+        }
+        Ok((id, Arc::new(LiveCheckpoint::open(dir, resume, settings.interval, settings.keep))))
+    }
+
     fn start_explaining<F>(self, build: F) -> Result<QueryHandle, BuildError>
     where
         F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
@@ -157,9 +248,24 @@ impl Query {
         if self.explain_only {
             return self.start_explaining(build);
         }
-        let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let build = Arc::new(build);
+        let (id, live) = match self.checkpoint.clone() {
+            None => (self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()), None),
+            Some(settings) => {
+                let (id, live) = self.open_checkpoint(&settings, build.clone())?;
+                (id, Some(live))
+            }
+        };
         let ctx = QueryContext::new(id, uuid::Uuid::new_v4().to_string(), self.name.clone())
             .with_state_backend(self.state_backend.clone());
+        if let Some(live) = &live {
+            ctx.set_checkpoint(live.clone());
+            ctx.set_records_cuts();
+            if let Some(offsets) = live.resume_offsets() {
+                ctx.set_resume_offsets(offsets);
+            }
+        }
+        let total_workers = self.execution.workers * self.execution.addresses.len().max(1);
         if self.execution.process != 0 {
             ctx.set_other_process();
         }
@@ -173,6 +279,7 @@ impl Query {
 
         let local_workers = self.execution.workers;
         let built = Arc::new(Barrier::new(local_workers));
+        let sealed = Arc::new(Barrier::new(local_workers));
         let build_error: Arc<Mutex<Option<BuildError>>> = Arc::new(Mutex::new(None));
         let (built_tx, built_rx) = std::sync::mpsc::channel::<()>();
         let built_tx = Mutex::new(built_tx);
@@ -180,8 +287,10 @@ impl Query {
         let worker_ctx = ctx.clone();
         let worker_build_error = build_error.clone();
         let operator_frontiers = self.operator_frontiers;
+        let worker_build = build.clone();
         let worker_fn = move |worker: &mut timely::worker::Worker| {
             let ctx = worker_ctx.clone();
+            let build = &worker_build;
             // Worker 0 keeps the dataflow graph, for the operators' frontiers in progress reports.
             let result = if worker.index() == 0 && operator_frontiers {
                 let (result, graph) =
@@ -195,8 +304,14 @@ impl Query {
                 worker_build_error.lock().unwrap().get_or_insert(error);
             }
             if built.wait().is_leader() {
+                // Every participant of the checkpoint registered while building: start coordinating
+                // before any worker runs.
+                if let Some(live) = ctx.checkpoint() {
+                    live.seal(total_workers);
+                }
                 let _ = built_tx.lock().unwrap().send(());
             }
+            sealed.wait();
             let failed = worker_build_error.lock().unwrap().is_some();
             if failed {
                 for dataflow in worker.installed_dataflows() {

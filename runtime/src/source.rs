@@ -157,6 +157,9 @@ pub fn event_source<'scope, S: Source>(
 
 /// [`event_source`] with an explicit number of records read per partition per activation.
 /// Batches are stamped once each, so this also sets how often the watermark can move.
+///
+/// If the query resumes from a checkpoint that lists this source
+/// ([`QueryContext::set_resume_offsets`]), the source resumes as [`event_source_resumed`] does.
 pub fn event_source_with_batch<'scope, S: Source>(
     scope: Scope<'scope, EventTime>,
     ctx: &QueryContext,
@@ -165,7 +168,9 @@ pub fn event_source_with_batch<'scope, S: Source>(
     options: WatermarkOptions,
     batch_size: usize,
 ) -> EventStream<'scope, S::Record> {
-    build_event_source(scope, ctx, source, time_of, options, batch_size, None)
+    // A query resumed from a checkpoint ([`QueryContext::set_resume_offsets`]) resumes its sources.
+    let resume = ctx.source_resume(&source.description());
+    build_event_source(scope, ctx, source, time_of, options, batch_size, resume)
 }
 
 /// [`event_source_with_batch`] resumed from a checkpoint: every partition this worker reads is
@@ -274,6 +279,13 @@ fn build_event_source<'scope, S: Source>(
             }
         }
         metrics.watermarks.lock().unwrap().insert(worker, caps.as_ref().map(|(c, _)| *c.time()));
+        // A checkpointed query: this instance takes part in choosing epoch boundaries, from the
+        // capability it really starts at.
+        let checkpoint = ctx.checkpoint();
+        if let Some(live) = checkpoint.as_ref() {
+            live.register_source(&description, source.partitions(), worker, caps.as_ref().map(|(c, _)| *c.time()));
+        }
+        let mut next_cut_epoch = checkpoint.as_ref().and_then(|live| live.resumed()).map_or(0, |(epoch, _)| epoch + 1);
         if caps.is_some() {
             tracing::info!(source = %description, worker, partitions = ?partitions.iter().map(|p| p.index).collect::<Vec<_>>(), "source started");
         }
@@ -389,6 +401,12 @@ fn build_event_source<'scope, S: Source>(
             if live.is_empty() {
                 caps = None;
                 metrics.watermarks.lock().unwrap().insert(worker, None);
+                if let (Some(checkpoint), Some(cuts)) = (checkpoint.as_ref(), cuts.as_ref()) {
+                    // Every partition has finished: its cut at any later boundary is its end.
+                    let final_cuts = cuts.lock().unwrap().cut(EventTime::MAX).unwrap_or_default();
+                    let boundaries = checkpoint.source_finished(&description, worker, final_cuts);
+                    report_cuts(checkpoint, &ctx, &description, cuts, &boundaries, &mut next_cut_epoch);
+                }
                 tracing::info!(source = %description, worker, "source finished");
                 return;
             }
@@ -413,6 +431,12 @@ fn build_event_source<'scope, S: Source>(
                 None => any_max.max(EventTime::from_millis(shared_watermark.load(Ordering::Relaxed))),
             };
             let stamp = watermark.floor_to(options.tick);
+            // Epoch boundaries are published while this instance's capability is still `floor`
+            // (no record at `stamp` exists yet), under the coordinator's lock.
+            let boundaries = match checkpoint.as_ref() {
+                Some(live) if stamp > floor => live.source_downgrade(&description, worker, Some(stamp)),
+                _ => Vec::new(),
+            };
             if stamp > floor {
                 records_cap.downgrade(&stamp);
                 late_cap.downgrade(&stamp);
@@ -424,6 +448,9 @@ fn build_event_source<'scope, S: Source>(
                         cuts.stamp_changed(partition.index, stamp, partition.reader.position(), partition.watermark.state());
                     }
                 }
+            }
+            if let (Some(checkpoint), Some(cuts)) = (checkpoint.as_ref(), cuts.as_ref()) {
+                report_cuts(checkpoint, &ctx, &description, cuts, &boundaries, &mut next_cut_epoch);
             }
             shared_watermark.fetch_max(records_cap.time().as_millis(), Ordering::Relaxed);
             if options.idle_timeout.is_some() {
@@ -443,4 +470,36 @@ fn build_event_source<'scope, S: Source>(
     });
 
     EventStream { records, late }
+}
+
+/// Reports this instance's partitions' cuts at every published boundary they have reached (the
+/// first position stamped at or above it), in epoch order; a boundary not reached yet waits.
+fn report_cuts(
+    checkpoint: &crate::checkpoint::LiveCheckpoint,
+    ctx: &QueryContext,
+    description: &str,
+    cuts: &crate::source_cuts::SharedSourceCuts,
+    boundaries: &[crate::checkpoint::Boundary],
+    next_cut_epoch: &mut u64,
+) {
+    for boundary in boundaries {
+        if boundary.epoch < *next_cut_epoch {
+            continue;
+        }
+        let Some(partition_cuts) = cuts.lock().unwrap().cut(boundary.boundary) else {
+            tracing::debug!(source = description, epoch = boundary.epoch, boundary = %boundary.boundary, "cut not known yet");
+            break;
+        };
+        tracing::debug!(source = description, epoch = boundary.epoch, boundary = %boundary.boundary, cuts = partition_cuts.len(), "cuts reported");
+        for cut in partition_cuts {
+            if let Err(error) = checkpoint.report_cut(boundary.epoch, description, cut) {
+                ctx.fail(QueryError::Source { source_name: description.to_string(), message: error.to_string() });
+                return;
+            }
+        }
+        *next_cut_epoch = boundary.epoch + 1;
+        if boundary.boundary != EventTime::MAX {
+            cuts.lock().unwrap().forget_before(boundary.boundary);
+        }
+    }
 }

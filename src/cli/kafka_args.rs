@@ -33,6 +33,9 @@ pub struct KafkaSourceArgs {
     /// the query runs until stopped.
     #[arg(long)]
     pub ending_offsets: Option<String>,
+    /// At most this many records per partition group and activation (Spark's maxOffsetsPerTrigger).
+    #[arg(long)]
+    pub max_offsets_per_epoch: Option<u64>,
     /// How record values are encoded: json, or avro (Confluent wire format; needs --registry).
     #[arg(long, value_enum, default_value_t = ValueFormat::Json)]
     pub format: ValueFormat,
@@ -85,6 +88,7 @@ impl KafkaSourceArgs {
             topics: self.topics.clone(),
             starting_offsets: self.starting_offsets.clone(),
             ending_offsets: self.ending_offsets.clone(),
+            max_offsets_per_epoch: self.max_offsets_per_epoch,
             format: self.format,
             registry: self.registry.clone(),
             dead_letters,

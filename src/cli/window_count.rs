@@ -65,6 +65,9 @@ pub struct WindowCountArgs {
     /// JSON-lines output file, or - for stdout (with --sink jsonl).
     #[arg(long, default_value = "-")]
     output: String,
+    /// Directory of the exactly-once files (with --sink files).
+    #[arg(long)]
+    output_dir: Option<String>,
     /// Write late records (with watermark and lateness) as JSON lines here.
     #[arg(long)]
     late_output: Option<String>,
@@ -118,9 +121,14 @@ pub fn run(args: WindowCountArgs) -> Result<()> {
     };
     let output = match args.sink {
         SinkKind::Jsonl => Output::JsonLines(args.output),
+        SinkKind::Files => match &args.output_dir {
+            Some(dir) => Output::Files(dir.clone()),
+            None => bail!("--sink files needs --output-dir DIR"),
+        },
         SinkKind::Kafka => match args.kafka_sink.target(args.kafka.brokers.as_deref(), &args.kafka.settings)? {
             OutputTarget::Kafka(kafka) => Output::Kafka(kafka),
             OutputTarget::JsonLines(path) => Output::JsonLines(path),
+            OutputTarget::Files(dir) => Output::Files(dir),
         },
         SinkKind::Console => Output::Console { num_rows: args.num_rows, truncate: !args.no_truncate },
     };

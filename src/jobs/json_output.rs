@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
+use weir_connectors::jsonl::exactly_once::ExactlyOnceJsonLinesSink;
 use weir_connectors::jsonl::JsonLinesSink;
 use weir_connectors::kafka::sink::{Delivery, KafkaSink, ProducerRecord};
 use weir_connectors::kafka::KafkaOptions;
@@ -20,6 +21,10 @@ pub enum OutputTarget {
     JsonLines(String),
     /// One Kafka record per line.
     Kafka(KafkaOutput),
+    /// Exactly-once files in this directory: one file per checkpoint epoch and worker, made
+    /// visible (renamed into place) only once the epoch's checkpoint is committed. The query must
+    /// checkpoint.
+    Files(String),
 }
 
 impl From<&str> for OutputTarget {
@@ -59,6 +64,7 @@ pub fn write_results<'scope>(
 ) -> Result<(), BuildError> {
     match target {
         OutputTarget::JsonLines(path) => JsonLinesSink::new(path).write_lines(lines, ctx, &format!("jsonl:{path}")),
+        OutputTarget::Files(dir) => ExactlyOnceJsonLinesSink::new(dir).write_lines(lines, ctx, &format!("files:{dir}")),
         OutputTarget::Kafka(kafka) => {
             let mut options = KafkaOptions::new(&kafka.brokers);
             for (key, value) in &kafka.settings {

@@ -40,6 +40,8 @@ pub struct KafkaInput {
     pub starting_offsets: String,
     /// For a bounded run: `latest` (the end when the query starts) or per-partition JSON.
     pub ending_offsets: Option<String>,
+    /// A cap on the records read per activation (Spark's `maxOffsetsPerTrigger`).
+    pub max_offsets_per_epoch: Option<u64>,
     /// How values are encoded.
     pub format: ValueFormat,
     /// Schema registry URL (for Avro).
@@ -84,6 +86,9 @@ impl KafkaInput {
                 "latest" => EndingOffsets::Latest,
                 json => EndingOffsets::from_json(json)?,
             });
+        }
+        if let Some(max) = self.max_offsets_per_epoch {
+            builder = builder.max_offsets_per_epoch(max);
         }
         builder.build()
     }

@@ -62,6 +62,9 @@ pub enum Output {
     JsonLines(String),
     /// One Kafka record per result row (its value the JSON line, its key the row's key).
     Kafka(KafkaOutput),
+    /// Exactly-once files in a directory, one per checkpoint epoch and worker (the query must
+    /// checkpoint).
+    Files(String),
     /// Spark-style tables on stdout, one per epoch.
     Console {
         /// Rows shown per epoch.
@@ -201,6 +204,10 @@ impl WindowCount {
             Output::Kafka(kafka) => {
                 let lines = results.map(move |row| result_line(&row, format).to_string());
                 write_results(lines, &OutputTarget::Kafka(kafka.clone()), ctx)
+            }
+            Output::Files(dir) => {
+                let lines = results.map(move |row| result_line(&row, format).to_string());
+                write_results(lines, &OutputTarget::Files(dir.clone()), ctx)
             }
             Output::Console { num_rows, truncate } => {
                 let rows = results.map(move |row| TableRow {

@@ -5,6 +5,7 @@
 //! A test that needs a broker and finds none FAILS with a message saying how to start one; only
 //! the tests gated on a real Apache Kafka (`WEIR_KAFKA_EOS_BROKERS`) skip, and say so.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -214,4 +215,46 @@ pub fn consume_all(brokers: &str, topic: &str, isolation: Isolation) -> Vec<Kafk
     }
     records.sort_by_key(|r| (r.partition, r.offset));
     records
+}
+
+/// A window-count result row: (window_start, window_end, key, count).
+pub type Row = (i64, i64, String, u64);
+
+/// The row of one result line `{"window_start","window_end","key","count"}`.
+pub fn row(value: &serde_json::Value) -> Row {
+    let field = |name: &str| value[name].as_i64().unwrap_or_else(|| panic!("{name} in {value}"));
+    (field("window_start"), field("window_end"), value["key"].as_str().unwrap().to_string(), field("count") as u64)
+}
+
+/// What a tumbling window count (`window_ms`, watermark delay `delay_ms`, append mode) must
+/// write for the records of a topic read back with their partitions in offset order (the test
+/// stream of `weir kafka produce-test-data`: key in the Kafka key, event time in the Kafka
+/// timestamp): a record is late iff it is below its partition's watermark (the specification's
+/// rule, `super::PartitionClock`). With `avro`, records that are not Confluent-framed are left
+/// out (they go to a dead-letter output). Answers the rows and the number of late records.
+pub fn window_count_oracle(
+    records: &[KafkaRecord],
+    delay_ms: u64,
+    window_ms: i64,
+    avro: bool,
+) -> (BTreeSet<Row>, usize) {
+    let mut clocks: BTreeMap<i32, super::PartitionClock> = BTreeMap::new();
+    let mut counts: BTreeMap<(i64, String), u64> = BTreeMap::new();
+    let mut late = 0;
+    for record in records {
+        let value = record.value.as_deref().unwrap_or_default();
+        if avro && value.first() != Some(&0) {
+            continue;
+        }
+        let ts = record.timestamp.expect("the test stream sets timestamps");
+        let key = String::from_utf8(record.key.clone().expect("keyed")).unwrap();
+        match clocks.entry(record.partition).or_insert_with(|| super::PartitionClock::new(delay_ms)).arrive(ts as u64) {
+            super::Arrival::Late { .. } => late += 1,
+            super::Arrival::OnTime { .. } => {
+                *counts.entry((ts.div_euclid(window_ms) * window_ms, key)).or_default() += 1
+            }
+        }
+    }
+    let rows = counts.into_iter().map(|((start, key), count)| (start, start + window_ms, key, count)).collect();
+    (rows, late)
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 use weir_runtime::checkpoint::LiveCheckpoint;
 use weir_runtime::context::QueryContext;
@@ -43,6 +44,11 @@ impl ExactlyOnceJsonLinesSink {
         ctx: &QueryContext,
         name: &str,
     ) -> Result<(), BuildError> {
+        if ctx.is_explaining() {
+            // Explaining (also the build that fingerprints a checkpointed query): no files.
+            lines.sink(Pipeline, &format!("Sink[{name}]"), |(input, _)| input.for_each_time(|_, _| {}));
+            return Ok(());
+        }
         let Some(checkpoint) = ctx.checkpoint() else {
             return Err(BuildError::invalid(
                 format!("exactly-once sink {name}"),
@@ -50,11 +56,23 @@ impl ExactlyOnceJsonLinesSink {
                 "give the query a checkpoint directory, or use the plain JSON-lines sink",
             ));
         };
+        checkpoint.register_sink(name);
         let out = TransactionalJsonLinesDir::open(&self.dir).map_err(|e| {
             BuildError::invalid(format!("exactly-once sink {name}"), e.to_string(), "check the output directory")
         })?;
         let scope = lines.scope();
         let worker = scope.index();
+        if worker == 0 {
+            // Before any worker runs: make the output agree with the checkpoint (roll the pending
+            // files of committed epochs forward, the rest back).
+            let last = checkpoint.resumed().map(|(epoch, _)| epoch);
+            let report = out.recover(last).map_err(|e| {
+                BuildError::invalid(format!("exactly-once sink {name}"), e.to_string(), "check the output directory")
+            })?;
+            if !report.rolled_forward.is_empty() || !report.rolled_back.is_empty() {
+                tracing::info!(sink = name, rolled_forward = ?report.rolled_forward, rolled_back = ?report.rolled_back, "recovered the output directory");
+            }
+        }
         let metrics = ctx.metrics().sink(name);
         let mut builder = OperatorBuilder::new(format!("Sink[{name}]"), scope);
         let mut input = builder.new_input(lines, Pipeline);
@@ -69,11 +87,13 @@ impl ExactlyOnceJsonLinesSink {
             prepared: Vec::new(),
             next_epoch: 0,
         });
-        builder.build(move |_capabilities| {
+        // Incomplete while prepared epochs wait for their commit: the query does not end before
+        // its last epoch is visible.
+        builder.build_reschedule(move |_capabilities| {
             move |frontiers| {
                 let Some(sink) = state.as_mut() else {
                     input.for_each_time(|_, _| {});
-                    return;
+                    return false;
                 };
                 input.for_each_time(|time, data| {
                     let batch = sink.pending.entry(*time.time()).or_default();
@@ -91,12 +111,16 @@ impl ExactlyOnceJsonLinesSink {
                         metrics.errors.fetch_add(1, Ordering::Relaxed);
                         ctx.fail(QueryError::Sink { sink: sink.name.clone(), message: error });
                         state = None;
+                        false
                     }
-                    // Epochs wait for the coordinator's commit, which no input announces: look again.
-                    Ok(()) if !sink.prepared.is_empty() || !frontier.is_empty() => {
-                        activator.activate_after(COMMIT_POLL)
+                    Ok(()) => {
+                        let waiting = !sink.prepared.is_empty();
+                        // Epochs wait for the coordinator's commit, which no input announces: look again.
+                        if waiting || !frontier.is_empty() {
+                            activator.activate_after(COMMIT_POLL);
+                        }
+                        waiting && !ctx.stop_requested()
                     }
-                    Ok(()) => {}
                 }
             }
         });

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use crate::time::EventTime;
 
-use super::coordinator::EpochCoordinator;
+use super::coordinator::{EpochCoordinator, Participants};
 use super::error::CheckpointError;
 use super::records::{PartitionOffset, StateFileRef};
+use super::{CheckpointDir, Resume};
 
 /// A published boundary: epoch `epoch` ends at time `boundary` (exclusive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +44,12 @@ struct DowngradeState {
     published: Vec<Boundary>,
     last_publish: Instant,
     finished_boundary_published: bool,
+    /// The final cuts of source instances that have finished: every later boundary cuts them
+    /// there, reported on their behalf.
+    finished_cuts: BTreeMap<(String, usize), Vec<PartitionOffset>>,
+    /// The highest capability ever recorded: a finished instance's records were stamped up to its
+    /// last capability, so every later boundary must be above it too.
+    highest_ever: EventTime,
 }
 
 /// The checkpoint coordinator of one running query, shared by its workers (see the module docs).
@@ -50,7 +57,15 @@ struct DowngradeState {
 pub struct LiveCheckpoint {
     interval: Duration,
     downgrades: Mutex<DowngradeState>,
-    coordinator: Mutex<EpochCoordinator>,
+    /// `None` until [`LiveCheckpoint::seal`]: participants register while the dataflow is built.
+    coordinator: Mutex<Option<EpochCoordinator>>,
+    /// Who registered so far.
+    participants: Mutex<Participants>,
+    /// The directory, and what the query resumes from.
+    dir: Option<CheckpointDir>,
+    resume: Resume,
+    /// How many committed epochs to keep.
+    keep: usize,
     /// The last committed epoch + 1 (0: none yet).
     committed: AtomicU64,
     /// The highest published boundary, readable without a lock (ms; `u64::MAX` for the last).
@@ -59,7 +74,8 @@ pub struct LiveCheckpoint {
 
 impl LiveCheckpoint {
     /// A coordinator publishing a boundary every `interval` of processing time; `source_instances`
-    /// names every (source, worker) that will report its capability.
+    /// names every (source, worker) that will report its capability. (Tests and programs that
+    /// know their participants up front; a query uses [`LiveCheckpoint::open`].)
     pub fn new(
         coordinator: EpochCoordinator,
         interval: Duration,
@@ -73,11 +89,124 @@ impl LiveCheckpoint {
                 published: Vec::new(),
                 last_publish: Instant::now(),
                 finished_boundary_published: false,
+                finished_cuts: BTreeMap::new(),
+                highest_ever: EventTime::MIN,
             }),
-            coordinator: Mutex::new(coordinator),
+            coordinator: Mutex::new(Some(coordinator)),
+            participants: Mutex::new(Participants::default()),
+            dir: None,
+            resume: Resume::Fresh,
+            keep: 2,
             committed: AtomicU64::new(committed),
             highest_boundary: AtomicU64::new(0),
         }
+    }
+
+    /// The coordinator of a query that checkpoints into `dir` (opened, with what it resumes
+    /// from). Sources, stateful operators and sinks register while the dataflow is built;
+    /// [`LiveCheckpoint::seal`] then starts the coordination, before any worker runs.
+    pub fn open(dir: CheckpointDir, resume: Resume, interval: Duration, keep: usize) -> Self {
+        let committed = match &resume {
+            Resume::Fresh => 0,
+            Resume::FromEpoch { epoch, .. } => epoch + 1,
+        };
+        LiveCheckpoint {
+            interval,
+            downgrades: Mutex::new(DowngradeState {
+                capabilities: BTreeMap::new(),
+                published: Vec::new(),
+                last_publish: Instant::now(),
+                finished_boundary_published: false,
+                finished_cuts: BTreeMap::new(),
+                highest_ever: EventTime::MIN,
+            }),
+            coordinator: Mutex::new(None),
+            participants: Mutex::new(Participants::default()),
+            dir: Some(dir),
+            resume,
+            keep: keep.max(1),
+            committed: AtomicU64::new(committed),
+            highest_boundary: AtomicU64::new(0),
+        }
+    }
+
+    /// The epoch the query resumed after, and where the next epoch starts; `None` for a fresh start.
+    pub fn resumed(&self) -> Option<(u64, EventTime)> {
+        match &self.resume {
+            Resume::Fresh => None,
+            Resume::FromEpoch { epoch, offsets, .. } => Some((*epoch, offsets.end)),
+        }
+    }
+
+    /// Where partition `partition` of `source` resumes, if the query resumed.
+    pub fn resume_cut(&self, source: &str, partition: usize) -> Option<PartitionOffset> {
+        match &self.resume {
+            Resume::Fresh => None,
+            Resume::FromEpoch { offsets, .. } => {
+                offsets.sources.get(source)?.iter().find(|cut| cut.partition == partition).cloned()
+            }
+        }
+    }
+
+    /// The snapshot of `operator` on `worker` to restore, if the query resumed.
+    pub fn resume_state(&self, operator: &str, worker: usize) -> Result<Option<Vec<u8>>, CheckpointError> {
+        match (&self.resume, &self.dir) {
+            (Resume::FromEpoch { epoch, state_files, .. }, Some(dir)) => {
+                if state_files.iter().any(|f| f.operator == operator && f.worker == worker) {
+                    dir.read_state(operator, worker, *epoch).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Registers a source instance with the capability it starts at (`None`: it reads nothing);
+    /// `partitions` is the source's total partition count.
+    pub fn register_source(&self, source: &str, partitions: usize, worker: usize, capability: Option<EventTime>) {
+        self.participants.lock().expect("participants").sources.insert(source.to_string(), partitions);
+        let mut state = self.downgrades.lock().expect("checkpoint lock");
+        state.capabilities.insert((source.to_string(), worker), capability);
+        if let Some(capability) = capability {
+            state.highest_ever = state.highest_ever.max(capability);
+        }
+    }
+
+    /// The offsets the query resumes from (`offsets/<epoch>` of the last committed epoch).
+    pub fn resume_offsets(&self) -> Option<super::EpochOffsets> {
+        match &self.resume {
+            Resume::Fresh => None,
+            Resume::FromEpoch { offsets, .. } => Some(offsets.clone()),
+        }
+    }
+
+    /// Registers a stateful operator (it snapshots on every worker at every boundary).
+    pub fn register_stateful(&self, operator: &str) {
+        self.participants.lock().expect("participants").stateful_operators.insert(operator.to_string());
+    }
+
+    /// Registers a sink that prepares and commits epochs on every worker.
+    pub fn register_sink(&self, sink: &str) {
+        self.participants.lock().expect("participants").sinks.insert(sink.to_string());
+    }
+
+    /// Starts coordinating, with every participant registered while the dataflow was built and
+    /// `workers` workers in all. Call once, before any worker runs.
+    pub fn seal(&self, workers: usize) {
+        let Some(dir) = self.dir.clone() else { return };
+        let mut participants = self.participants.lock().expect("participants").clone();
+        participants.workers = workers;
+        let coordinator = EpochCoordinator::new(dir, participants, self.resumed());
+        *self.coordinator.lock().expect("coordinator lock") = Some(coordinator);
+        self.downgrades.lock().expect("checkpoint lock").last_publish = Instant::now();
+    }
+
+    /// Writes `operator`'s snapshot of `epoch` on `worker` and reports it.
+    pub fn snapshot(&self, operator: &str, worker: usize, epoch: u64, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let dir = self.dir.as_ref().expect("a query's coordinator has a directory");
+        let state = dir.write_state(operator, worker, epoch, bytes)?;
+        self.report_state(epoch, state)
     }
 
     /// Called by a source instance *before* it stamps anything at `capability` (its new
@@ -87,26 +216,62 @@ impl LiveCheckpoint {
     /// source can report its cuts.
     pub fn source_downgrade(&self, source: &str, worker: usize, capability: Option<EventTime>) -> Vec<Boundary> {
         let mut state = self.downgrades.lock().expect("checkpoint lock");
+        let mut coordinator = self.coordinator.lock().expect("coordinator lock");
+        let Some(coordinator) = coordinator.as_mut() else {
+            // Not sealed yet (still building): nothing is published.
+            state.capabilities.insert((source.to_string(), worker), capability);
+            if let Some(capability) = capability {
+                state.highest_ever = state.highest_ever.max(capability);
+            }
+            return Vec::new();
+        };
+        let mut published = Vec::new();
         if !state.finished_boundary_published && state.last_publish.elapsed() >= self.interval {
-            let highest = state.capabilities.values().flatten().max().copied().unwrap_or(EventTime::MIN);
-            self.publish(&mut state, highest);
+            let current = state.capabilities.values().flatten().max().copied().unwrap_or(EventTime::MIN);
+            let highest = current.max(state.highest_ever);
+            let (epoch, boundary) = coordinator.publish_boundary(highest);
+            state.published.push(Boundary { epoch, boundary });
+            published.push(epoch);
+            state.last_publish = Instant::now();
+            self.highest_boundary.store(boundary.as_millis(), Ordering::Release);
         }
         state.capabilities.insert((source.to_string(), worker), capability);
+        if let Some(capability) = capability {
+            state.highest_ever = state.highest_ever.max(capability);
+        }
         if !state.finished_boundary_published && state.capabilities.values().all(Option::is_none) {
             // The input has ended: the last epoch ends with it.
-            let (epoch, _) = self.coordinator.lock().expect("coordinator lock").publish_boundary(EventTime::MAX);
+            let (epoch, _) = coordinator.publish_boundary(EventTime::MAX);
             state.published.push(Boundary { epoch, boundary: EventTime::MAX });
+            published.push(epoch);
             state.finished_boundary_published = true;
             self.highest_boundary.store(u64::MAX, Ordering::Release);
+        }
+        // Finished instances cut every new boundary at their end.
+        for epoch in published {
+            for ((source, _), cuts) in &state.finished_cuts {
+                for cut in cuts {
+                    if let Err(error) = coordinator.report_cut(epoch, source, cut.clone()) {
+                        tracing::error!(%error, "cannot report a finished source's cut");
+                    }
+                }
+            }
+        }
+        if !state.finished_cuts.is_empty() {
+            if let Err(error) = self.advance(coordinator) {
+                tracing::error!(%error, "checkpoint coordinator");
+            }
         }
         state.published.clone()
     }
 
-    fn publish(&self, state: &mut DowngradeState, above: EventTime) {
-        let (epoch, boundary) = self.coordinator.lock().expect("coordinator lock").publish_boundary(above);
-        state.published.push(Boundary { epoch, boundary });
-        state.last_publish = Instant::now();
-        self.highest_boundary.store(boundary.as_millis(), Ordering::Release);
+    /// Called by a source instance that has read everything, with its partitions' final cuts:
+    /// records that it has finished (as `source_downgrade(.., None)` does) and reports those cuts
+    /// for every boundary published from now on. Returns the boundaries published so far, whose
+    /// cuts the instance reports itself.
+    pub fn source_finished(&self, source: &str, worker: usize, final_cuts: Vec<PartitionOffset>) -> Vec<Boundary> {
+        self.downgrades.lock().expect("checkpoint lock").finished_cuts.insert((source.to_string(), worker), final_cuts);
+        self.source_downgrade(source, worker, None)
     }
 
     /// The boundaries published so far, in order.
@@ -125,29 +290,37 @@ impl LiveCheckpoint {
 
     /// A source partition's cut at the end of `epoch`.
     pub fn report_cut(&self, epoch: u64, source: &str, cut: PartitionOffset) -> Result<(), CheckpointError> {
-        let mut coordinator = self.coordinator.lock().expect("coordinator lock");
+        let mut guard = self.coordinator.lock().expect("coordinator lock");
+        let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_cut(epoch, source, cut)?;
-        self.advance(&mut coordinator)
+        self.advance(coordinator)
     }
 
     /// An operator's snapshot of `epoch` on one worker (already written to the directory).
     pub fn report_state(&self, epoch: u64, state: StateFileRef) -> Result<(), CheckpointError> {
-        let mut coordinator = self.coordinator.lock().expect("coordinator lock");
+        let mut guard = self.coordinator.lock().expect("coordinator lock");
+        let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_state(epoch, state)?;
-        self.advance(&mut coordinator)
+        self.advance(coordinator)
     }
 
     /// A sink's output of `epoch` on one worker is durable and not yet visible.
     pub fn report_prepared(&self, epoch: u64, sink: &str, worker: usize) -> Result<(), CheckpointError> {
-        let mut coordinator = self.coordinator.lock().expect("coordinator lock");
+        let mut guard = self.coordinator.lock().expect("coordinator lock");
+        let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_prepared(epoch, sink, worker)?;
-        self.advance(&mut coordinator)
+        self.advance(coordinator)
     }
 
     fn advance(&self, coordinator: &mut EpochCoordinator) -> Result<(), CheckpointError> {
-        coordinator.advance()?;
+        let committed = coordinator.advance()?;
         if let Some(epoch) = coordinator.last_committed() {
             self.committed.fetch_max(epoch + 1, Ordering::AcqRel);
+        }
+        if !committed.is_empty() {
+            if let Some(dir) = &self.dir {
+                dir.cleanup(self.keep)?;
+            }
         }
         Ok(())
     }
@@ -158,12 +331,17 @@ impl LiveCheckpoint {
     }
 }
 
+fn not_sealed() -> CheckpointError {
+    CheckpointError::Inconsistent {
+        path: std::path::PathBuf::new(),
+        problem: "a report came before the checkpoint coordinator was sealed".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{
-        CheckpointDir, CheckpointMetadata, DataflowFingerprint, Participants, Resume, WatermarkState,
-    };
+    use crate::checkpoint::{CheckpointMetadata, DataflowFingerprint, WatermarkState};
 
     fn open(name: &str, participants: Participants) -> (std::path::PathBuf, EpochCoordinator) {
         let path = std::env::temp_dir().join(format!("weir-live-checkpoint-{name}-{}", std::process::id()));
@@ -199,6 +377,23 @@ mod tests {
         assert_eq!(seen.last().unwrap().boundary, EventTime::MAX);
         // Boundaries strictly increase.
         assert!(seen.windows(2).all(|w| w[0].boundary < w[1].boundary && w[0].epoch + 1 == w[1].epoch));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A source instance that finished at a high capability still bounds every later boundary
+    /// from below: its last records were stamped there.
+    #[test]
+    fn boundaries_stay_above_finished_instances() {
+        let participants =
+            Participants { sources: BTreeMap::from([("s".to_string(), 2)]), workers: 2, ..Participants::default() };
+        let (path, coordinator) = open("finished", participants);
+        let live = LiveCheckpoint::new(coordinator, Duration::ZERO, [("s".to_string(), 0), ("s".to_string(), 1)]);
+        live.source_downgrade("s", 0, Some(EventTime::from_millis(1_000)));
+        live.source_downgrade("s", 1, Some(EventTime::from_millis(10)));
+        live.source_finished("s", 0, vec![cut(0)]);
+        let boundaries = live.source_downgrade("s", 1, Some(EventTime::from_millis(20)));
+        let last = boundaries.last().unwrap();
+        assert!(last.boundary > EventTime::from_millis(1_000), "{boundaries:?}");
         std::fs::remove_dir_all(path).unwrap();
     }
 

@@ -48,8 +48,8 @@ pub mod coordinator;
 pub mod cut;
 mod error;
 pub mod file;
-pub mod live;
 mod inspect;
+pub mod live;
 mod metadata;
 mod records;
 pub mod state_dir;
@@ -63,8 +63,8 @@ pub use coordinator::{EpochCoordinator, Participants};
 pub use cut::{PartitionCuts, StampChange};
 pub use error::{CheckpointError, Corruption};
 pub use file::FORMAT_VERSION;
-pub use live::{Boundary, LiveCheckpoint};
 pub use inspect::{CheckpointReport, EpochReport, OperatorStateSize, SinkEpochReport};
+pub use live::{Boundary, LiveCheckpoint};
 pub use metadata::{CheckpointMetadata, DataflowFingerprint, FingerprintDiff, NodeFingerprint};
 pub use records::{
     CommitRecord, EpochOffsets, PartitionOffset, SinkEpochRecord, SinkEpochStatus, StateFileRef, StateKind,

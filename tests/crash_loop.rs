@@ -1,0 +1,202 @@
+//! Exactly-once across crashes (EXACTLY_ONCE.md): a Kafka test stream (3 partitions, out of order,
+//! with late records) through `weir run window-count --checkpoint ... --sink files` on 2 workers,
+//! SIGKILLed at random moments and restarted again and again, then run to its end: the committed
+//! output files hold exactly the windows a batch computation over the input gives, each once.
+//! The same loop with an at-least-once Kafka sink writes windows more than once, which shows
+//! that the harness can fail.
+//!
+//! Needs `WEIR_KAFKA_BROKERS` (`scripts/test-env up`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+mod support;
+use support::kafka::{brokers, consume_all, create_topic, row, unique_topic, window_count_oracle, Isolation, Row};
+use support::{check, weir, BINARY};
+
+/// How many runs are killed (SIGKILL) before the last one runs to its end.
+const KILLS: usize = 10;
+
+fn produce(brokers: &str, topic: &str) {
+    check(&weir([
+        "kafka",
+        "produce-test-data",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--partitions",
+        "3",
+        "--records",
+        "600000",
+        "--keys",
+        "50",
+        "--step",
+        "5ms",
+        "--late-fraction",
+        "0.02",
+        "--late-by",
+        "30s",
+        "--seed",
+        "11",
+    ]));
+}
+
+/// The job's arguments: bounded read of `topic`, 10 s windows, 2 s watermark delay, 2 workers,
+/// checkpoints every 20 ms, reading slowly enough (a cap per activation) to be killed mid-way.
+fn job_args(brokers: &str, topic: &str, checkpoint: &Path, sink: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "window-count",
+        "--source",
+        "kafka",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--ending-offsets",
+        "latest",
+        "--max-offsets-per-epoch",
+        "300",
+        "--window",
+        "10s",
+        "--watermark-delay",
+        "2s",
+        "-w",
+        "2",
+        "--checkpoint-interval",
+        "20ms",
+        "--checkpoint",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(checkpoint.display().to_string());
+    args.extend(sink.iter().cloned());
+    args
+}
+
+/// Starts the job again and again, killing it (SIGKILL) after a random delay, until it has been
+/// killed `KILLS` times (a run that ends before its kill is not counted), then once to its end.
+/// `progress` says how much output is visible; answers the number of runs killed and how many of
+/// them were killed with some, but not all, output visible (killed in the middle of the work).
+fn crash_loop(args: &[String], seed: u64, progress: impl Fn() -> usize) -> (usize, usize) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (mut killed, mut mid_way) = (0, 0);
+    let mut seen = Vec::new();
+    for _ in 0..4 * KILLS {
+        if killed == KILLS {
+            break;
+        }
+        let mut child = Command::new(BINARY).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
+        match child.try_wait().unwrap() {
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                killed += 1;
+                seen.push(progress());
+            }
+            Some(status) => {
+                let output = child.wait_with_output().unwrap();
+                assert!(status.success(), "a run failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+        }
+    }
+    let last = Command::new(BINARY).args(args).output().unwrap();
+    assert!(last.status.success(), "the last run failed: {}", String::from_utf8_lossy(&last.stderr));
+    let total = progress();
+    for visible in seen {
+        if visible > 0 && visible < total {
+            mid_way += 1;
+        }
+    }
+    (killed, mid_way)
+}
+
+fn committed_rows(dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
+        .collect();
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            rows.push(row(&serde_json::from_str(line).unwrap()));
+        }
+    }
+    rows
+}
+
+#[test]
+fn exactly_once_file_output_survives_a_crash_loop() {
+    let brokers = brokers();
+    let topic = unique_topic("crash-loop");
+    produce(&brokers, &topic);
+    let (expected, late) =
+        window_count_oracle(&consume_all(&brokers, &topic, Isolation::ReadUncommitted), 2_000, 10_000, false);
+    assert!(late > 100, "the input has late records");
+    let dir = std::env::temp_dir().join(unique_topic("crash-loop-dir"));
+    let (checkpoint, output) = (dir.join("checkpoint"), dir.join("out"));
+    let sink = ["--sink".to_string(), "files".to_string(), "--output-dir".to_string(), output.display().to_string()];
+    let (killed, mid_way) = crash_loop(&job_args(&brokers, &topic, &checkpoint, &sink), 7, || {
+        if output.exists() {
+            committed_rows(&output).len()
+        } else {
+            0
+        }
+    });
+    assert!(killed >= 10, "only {killed} runs were killed: the job finished too fast to test recovery");
+    assert!(mid_way >= 3, "only {mid_way} runs were killed with part of the output committed");
+
+    let written = committed_rows(&output);
+    let unique: BTreeSet<Row> = written.iter().cloned().collect();
+    assert_eq!(written.len(), unique.len(), "a window was written twice");
+    let missing: Vec<_> = expected.difference(&unique).take(3).collect();
+    let extra: Vec<_> = unique.difference(&expected).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "after {killed} crashes: {} windows expected, {} written; missing e.g. {missing:?}, unexpected e.g. {extra:?}",
+        expected.len(),
+        unique.len()
+    );
+    // `weir checkpoint inspect` shows the epochs.
+    let inspected = weir(["checkpoint", "inspect", checkpoint.to_str().unwrap()]);
+    check(&inspected);
+    assert!(String::from_utf8_lossy(&inspected.stdout).contains("committed"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn at_least_once_output_of_the_same_loop_has_duplicates() {
+    let brokers = brokers();
+    let topic = unique_topic("crash-loop-alo");
+    produce(&brokers, &topic);
+    let out_topic = unique_topic("crash-loop-alo-out");
+    create_topic(&brokers, &out_topic, 1);
+    let dir = std::env::temp_dir().join(unique_topic("crash-loop-alo-dir"));
+    let sink = ["--sink", "kafka", "--output-topic", &out_topic, "--delivery", "at-least-once"].map(String::from);
+    let (killed, mid_way) = crash_loop(&job_args(&brokers, &topic, &dir.join("checkpoint"), &sink), 8, || {
+        consume_all(&brokers, &out_topic, Isolation::ReadUncommitted).len()
+    });
+    assert!(killed >= 10 && mid_way >= 3, "{killed} runs killed, {mid_way} in the middle of the work");
+    let written: Vec<Row> = consume_all(&brokers, &out_topic, Isolation::ReadUncommitted)
+        .iter()
+        .map(|r| row(&serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()))
+        .collect();
+    let unique: BTreeSet<Row> = written.iter().cloned().collect();
+    assert!(
+        written.len() > unique.len(),
+        "with at-least-once delivery the crash loop should have written some window twice ({} rows, {} distinct)",
+        written.len(),
+        unique.len()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
