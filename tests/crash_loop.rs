@@ -200,3 +200,71 @@ fn at_least_once_output_of_the_same_loop_has_duplicates() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A few JSON lines with keys and times, as a file.
+fn small_input(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("events.jsonl");
+    let lines: Vec<String> =
+        (0..200).map(|i| format!("{{\"key\":\"k{}\",\"ts\":{}}}", i % 7, 1_700_000_000_000u64 + i * 250)).collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// A restart with a changed window is refused before anything runs, naming the change;
+/// `--reset-checkpoint` starts fresh on purpose; a stateful operator that cannot snapshot yet
+/// refuses to run with a checkpoint instead of losing its state.
+#[test]
+fn incompatible_restarts_fail_clearly_and_reset_starts_fresh() {
+    let dir = std::env::temp_dir().join(unique_topic("checkpoint-compat"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = small_input(&dir);
+    let (checkpoint, output) = (dir.join("checkpoint"), dir.join("out"));
+    let run = |window: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run".to_string(),
+            "window-count".to_string(),
+            "--input".to_string(),
+            input.display().to_string(),
+            "--window".to_string(),
+            window.to_string(),
+            "--checkpoint".to_string(),
+            checkpoint.display().to_string(),
+            "--sink".to_string(),
+            "files".to_string(),
+            "--output-dir".to_string(),
+            output.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        weir(args)
+    };
+    check(&run("10s", &[]));
+    let first = committed_rows(&output);
+    assert!(!first.is_empty());
+
+    let changed = run("5s", &[]);
+    assert!(!changed.status.success());
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(stderr.contains("changed from") && stderr.contains("--reset-checkpoint"), "{stderr}");
+
+    std::fs::remove_dir_all(&output).unwrap();
+    check(&run("5s", &["--reset-checkpoint"]));
+    let fresh = committed_rows(&output);
+    assert!(fresh.iter().all(|(start, end, _, _)| end - start == 5_000), "the reset run counts 5 s windows");
+
+    let dedup = weir([
+        "run",
+        "dedup",
+        "--input",
+        input.to_str().unwrap(),
+        "--key-field",
+        "key",
+        "--within",
+        "1m",
+        "--checkpoint",
+        dir.join("dedup-checkpoint").to_str().unwrap(),
+    ]);
+    assert!(!dedup.status.success());
+    let stderr = String::from_utf8_lossy(&dedup.stderr);
+    assert!(stderr.contains("cannot snapshot its state"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

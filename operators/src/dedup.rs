@@ -183,6 +183,7 @@ where
             .output_mode("append (first record per key)")
             .exchange("records by key"),
     );
+    ctx.checkpoint_unsupported(name, "dedup")?;
     let metrics = ctx.metrics().operator(name);
     let (keyed, operator_late) = key_and_split_late(events.records, name, key_of, &metrics);
     let records = deduplicate(keyed, ctx.clone(), name, within, store, metrics.clone());

@@ -593,6 +593,7 @@ where
     let scope = left.records.scope();
     let worker = scope.index();
     ctx.plan().record(join_plan(name, bounds, join_type));
+    ctx.checkpoint_unsupported(name, "interval join")?;
     let metrics = ctx.metrics().operator(name);
     let mut lefts: Side<K, L> = Side::open(ctx, name, "left", worker)?;
     let mut rights: Side<K, R> = Side::open(ctx, name, "right", worker)?;

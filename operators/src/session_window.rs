@@ -171,6 +171,7 @@ impl<'scope, D: 'static> SessionAggregate<'scope, D> for EventStream<'scope, D> 
             .output_mode(mode)
             .exchange("partial sessions by key (pre-sessionized per worker before the exchange)"),
         );
+        ctx.checkpoint_unsupported(name, "session windows")?;
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_sessionize(self.records, name, gap_ms, key_of, aggregator.clone(), &metrics);

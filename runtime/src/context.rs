@@ -65,6 +65,19 @@ impl QueryContext {
         self.inner.checkpoint.lock().unwrap().clone()
     }
 
+    /// Fails the build of a stateful operator that cannot snapshot its state yet when the query
+    /// checkpoints: a restart would lose that state without a word.
+    pub fn checkpoint_unsupported(&self, operator: &str, kind: &str) -> Result<(), crate::error::BuildError> {
+        if self.checkpoint().is_some() {
+            return Err(crate::error::BuildError::invalid(
+                format!("operator {operator} ({kind})"),
+                "it cannot snapshot its state into a checkpoint yet (windowed aggregations can)",
+                "run this query without --checkpoint",
+            ));
+        }
+        Ok(())
+    }
+
     /// Makes this query checkpoint through `coordinator` (set before the dataflow is built).
     pub fn set_checkpoint(&self, coordinator: Arc<crate::checkpoint::LiveCheckpoint>) {
         *self.inner.checkpoint.lock().unwrap() = Some(coordinator);

@@ -220,6 +220,13 @@ impl KafkaSink {
         ctx: &QueryContext,
         name: &str,
     ) -> Result<(), BuildError> {
+        if self.delivery == Delivery::ExactlyOnce && ctx.checkpoint().is_some() && !ctx.is_explaining() {
+            return Err(BuildError::invalid(
+                format!("Kafka sink {name}"),
+                "exactly-once delivery is not tied to the query's checkpoint epochs yet, so a restart could write an epoch twice",
+                "with --checkpoint, write exactly-once output with the file sink (--sink files), or choose at-least-once",
+            ));
+        }
         if self.commit_interval.is_zero() && self.delivery == Delivery::ExactlyOnce {
             tracing::debug!(sink = name, "commit_interval 0: one transaction per frontier advance");
         }

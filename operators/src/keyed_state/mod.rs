@@ -176,6 +176,7 @@ where
                 ))
                 .exchange("records by key"),
         );
+        ctx.checkpoint_unsupported(name, "keyed state")?;
         let metrics = ctx.metrics().operator(name);
         let (keyed, operator_late) = key_records(self.stream.records, name, self.key_of, &metrics);
         let records = operator::process(keyed, ctx, name, store, function, metrics.clone());
