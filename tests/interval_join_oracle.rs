@@ -95,11 +95,14 @@ struct Shared {
 
 /// Whether the other side's watermark, as its source reports it now, has passed `limit`
 /// (`None`: that source has finished).
-fn passed(source: &SourceMetrics, limit: i128) -> bool {
-    if source.finished() {
-        return true;
-    }
-    source.watermark().is_some_and(|w| w.as_millis() as i128 > limit)
+/// Whether `source`'s watermark has passed `limit` (a finished source has passed everything),
+/// read in one look at its instances' watermarks; also answers what was seen, for the message.
+fn passed(source: &SourceMetrics, limit: i128) -> (bool, Vec<Option<u64>>) {
+    let marks = source.watermarks.lock().unwrap();
+    let seen: Vec<Option<u64>> = marks.values().map(|w| w.map(|w| w.as_millis())).collect();
+    let finished = !marks.is_empty() && marks.values().all(Option::is_none);
+    let watermark = marks.values().flatten().min();
+    (finished || watermark.is_some_and(|w| w.as_millis() as i128 > limit), seen)
 }
 
 fn run(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend) -> Run {
@@ -178,10 +181,10 @@ fn run(case: &Case, join_type: JoinType, workers: usize, backend: StateBackend) 
                     _ => None,
                 };
                 if let Some((other, source, limit)) = unmatched {
-                    if !passed(source, limit) {
+                    let (passed, seen) = passed(source, limit);
+                    if !passed {
                         shared.violations.push(format!(
-                            "{row:?} emitted while the {other} watermark ({:?}) had not passed {limit}",
-                            source.watermark()
+                            "{row:?} emitted while the {other} watermark had not passed {limit} (its instances stood at {seen:?})"
                         ));
                     }
                 }
