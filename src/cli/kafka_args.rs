@@ -33,7 +33,8 @@ pub struct KafkaSourceArgs {
     /// the query runs until stopped.
     #[arg(long)]
     pub ending_offsets: Option<String>,
-    /// At most this many records per partition group and activation (Spark's maxOffsetsPerTrigger).
+    /// Read at most this many records per source activation, split evenly over the partitions
+    /// (Spark's maxOffsetsPerTrigger).
     #[arg(long)]
     pub max_offsets_per_epoch: Option<u64>,
     /// How record values are encoded: json, or avro (Confluent wire format; needs --registry).
