@@ -118,16 +118,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     consumer.assign(&assignment)?;
     let mut last_per_key = std::collections::BTreeMap::new();
     let mut rows = 0;
-    // Until nothing more arrives for 3 s (the end offset some brokers report is not reliable for
-    // transactional batches, so no end-of-partition event is relied on).
-    loop {
-        match consumer.poll(Duration::from_secs(3)) {
+    // Until every count has arrived, for at most 60 s (the end offset some brokers report is not
+    // reliable for transactional batches, so no end-of-partition event is relied on).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rows < EVENTS && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(message)) => {
                 let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap_or_default())?;
                 last_per_key.insert(value["key"].as_str().unwrap_or_default().to_string(), value["count"].as_u64());
                 rows += 1;
             }
-            None => break,
+            None => {}
             Some(Err(error)) => return Err(error.into()),
         }
     }
