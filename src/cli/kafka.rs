@@ -141,14 +141,8 @@ pub fn run(command: KafkaCommand) -> Result<()> {
 }
 
 /// Parses repeated `key=value` librdkafka settings onto `options`.
-pub fn with_settings(mut options: KafkaOptions, settings: &[String]) -> Result<KafkaOptions> {
-    for setting in settings {
-        let Some((key, value)) = setting.split_once('=') else {
-            bail!("--kafka {setting:?}: expected key=value, e.g. --kafka linger.ms=5");
-        };
-        options = options.set(key.trim(), value.trim());
-    }
-    Ok(options)
+pub fn with_settings(options: KafkaOptions, settings: &[String]) -> Result<KafkaOptions> {
+    Ok(options.set_all(super::kafka_args::settings(settings)?))
 }
 
 /// Counts delivery failures and keeps the first message.

@@ -73,10 +73,7 @@ impl KafkaSourceArgs {
                 ),
             }),
             (None, Some(topic)) => {
-                let mut options = KafkaOptions::new(brokers);
-                for (key, value) in &settings {
-                    options = options.set(key, value.clone());
-                }
+                let options = KafkaOptions::new(brokers).set_all(settings.iter().cloned());
                 Some(DeadLetters {
                     name: format!("topic {topic}"),
                     target: Arc::new(KafkaDeadLetters::new(&options, topic)?),

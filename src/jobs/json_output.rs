@@ -66,10 +66,7 @@ pub fn write_results<'scope>(
         OutputTarget::JsonLines(path) => JsonLinesSink::new(path).write_lines(lines, ctx, &format!("jsonl:{path}")),
         OutputTarget::Files(dir) => ExactlyOnceJsonLinesSink::new(dir).write_lines(lines, ctx, &format!("files:{dir}")),
         OutputTarget::Kafka(kafka) => {
-            let mut options = KafkaOptions::new(&kafka.brokers);
-            for (key, value) in &kafka.settings {
-                options = options.set(key, value.clone());
-            }
+            let options = KafkaOptions::new(&kafka.brokers).set_all(kafka.settings.iter().cloned());
             let records = lines.map(|line| {
                 let key =
                     serde_json::from_str::<Value>(&line).ok().and_then(|value| value.get("key").map(Value::to_string));

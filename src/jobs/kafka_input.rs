@@ -71,10 +71,7 @@ impl std::fmt::Debug for DeadLetters {
 impl KafkaInput {
     /// The source, resolved against the cluster (partitions, starting and ending offsets).
     pub fn source(&self) -> Result<KafkaSource, BuildError> {
-        let mut options = KafkaOptions::new(&self.brokers);
-        for (key, value) in &self.settings {
-            options = options.set(key, value.clone());
-        }
+        let options = KafkaOptions::new(&self.brokers).set_all(self.settings.iter().cloned());
         let starting = match self.starting_offsets.as_str() {
             "earliest" => StartingOffsets::Earliest,
             "latest" => StartingOffsets::Latest,

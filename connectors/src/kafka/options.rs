@@ -36,6 +36,14 @@ impl KafkaOptions {
         self
     }
 
+    /// Adds every `(key, value)` setting (see [`KafkaOptions::set`]).
+    pub fn set_all<K: AsRef<str>, V: Into<String>>(mut self, settings: impl IntoIterator<Item = (K, V)>) -> Self {
+        for (key, value) in settings {
+            self = self.set(key, value);
+        }
+        self
+    }
+
     /// The value of a pass-through setting, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.settings.get(key).map(String::as_str)
