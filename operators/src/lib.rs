@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod checkpointed;
 pub mod dedup;
 pub mod distinct;
 pub mod hll;

@@ -18,7 +18,6 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
-use weir_runtime::checkpoint::LiveCheckpoint;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::BuildError;
 use weir_runtime::event::{Event, EventStream, LateRecord};
@@ -26,6 +25,7 @@ use weir_runtime::metrics::OperatorMetrics;
 use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
+use crate::checkpointed::OperatorCheckpoint;
 use crate::late::{relabel_late, split_late, Timed};
 use crate::output_mode::OutputMode;
 use crate::pending::{watermark_of, Pending};
@@ -143,10 +143,7 @@ impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_aggregate(self.records, name, windowing, key_of, aggregator.clone(), &metrics);
-        let checkpoint = ctx.checkpoint();
-        if let Some(live) = &checkpoint {
-            live.register_stateful(name);
-        }
+        let checkpoint = OperatorCheckpoint::register(ctx, name, partials.scope().index(), &[""]);
         let results = merge_and_emit(partials, name, windowing, mode, aggregator, metrics.clone(), checkpoint)?;
         let late = relabel_late(self.late, name, metrics).concat(operator_late);
         Ok(Aggregated { results, late })
@@ -224,7 +221,7 @@ fn merge_and_emit<'scope, K, A, D>(
     mode: OutputMode,
     aggregator: A,
     metrics: std::sync::Arc<OperatorMetrics>,
-    checkpoint: Option<std::sync::Arc<LiveCheckpoint>>,
+    mut checkpoint: Option<OperatorCheckpoint>,
 ) -> Result<StreamVec<'scope, EventTime, WindowResult<K, A::Output>>, BuildError>
 where
     K: ExchangeData + Hash + Eq + Clone,
@@ -245,31 +242,18 @@ where
         },
     );
     let group_bytes = (std::mem::size_of::<(K, A::Acc)>() + 16) as i64;
-    let worker = partials.scope().index();
     let name = name.to_string();
     // A query resumed from a checkpoint starts with this worker's groups as they were when the
     // epoch it resumes after ended.
     let restored: Option<(Groups<K, A::Acc>, EventTime)> = match &checkpoint {
-        Some(live) => match (live.resumed(), live.resume_state(&name, worker)) {
-            (Some((_, resume_at)), Ok(Some(bytes))) => {
-                let groups: GroupsSnapshot<K, A::Acc> = bincode::deserialize(&bytes).map_err(|e| {
-                    BuildError::invalid(
-                        format!("checkpointed state of operator {name} on worker {worker}"),
-                        format!("it does not decode as this operator's groups: {e}"),
-                        "the key or accumulator type changed: restart with --reset-checkpoint",
-                    )
-                })?;
-                Some((groups.into_iter().map(|(start, g)| (start, g.into_iter().collect())).collect(), resume_at))
+        Some(checkpoint) => {
+            match (checkpoint.restore_bytes::<GroupsSnapshot<K, A::Acc>>("")?, checkpoint.resume_at()) {
+                (Some(groups), Some(resume_at)) => {
+                    Some((groups.into_iter().map(|(start, g)| (start, g.into_iter().collect())).collect(), resume_at))
+                }
+                _ => None,
             }
-            (_, Err(error)) => {
-                return Err(BuildError::invalid(
-                    format!("checkpointed state of operator {name} on worker {worker}"),
-                    error.to_string(),
-                    "see above",
-                ))
-            }
-            _ => None,
-        },
+        }
         None => None,
     };
     Ok(partials.unary_frontier(route, &name.clone(), move |initial, _info| {
@@ -293,8 +277,6 @@ where
         drop(initial);
         let mut changed: FxHashSet<(i64, K)> = FxHashSet::default();
         let mut out: Vec<WindowResult<K, A::Output>> = Vec::new();
-        // The next checkpoint epoch this instance snapshots.
-        let mut next_snapshot = checkpoint.as_ref().and_then(|live| live.resumed()).map_or(0, |(epoch, _)| epoch + 1);
 
         move |(input, frontier), output| {
             input.for_each_time(|cap, data| {
@@ -403,28 +385,12 @@ where
 
             // Checkpoint boundaries the frontier has passed: apply input and close windows as if
             // the frontier stood exactly at each, snapshot, then go on (docs/checkpoints.md §2).
-            if let Some(live) = &checkpoint {
-                for boundary in live.boundaries() {
-                    if boundary.epoch < next_snapshot {
-                        continue;
-                    }
-                    if real.less_equal(&boundary.boundary) {
-                        break;
-                    }
-                    // The last boundary (`MAX`) ends the input: as if the frontier were empty.
-                    let at = if boundary.boundary == EventTime::MAX {
-                        timely::progress::Antichain::new()
-                    } else {
-                        timely::progress::Antichain::from_elem(boundary.boundary)
-                    };
+            if let Some(checkpoint) = &mut checkpoint {
+                for (epoch, at) in checkpoint.passed_boundaries(real.borrow()) {
                     run(&mut state, at.borrow(), true, output);
                     let groups: GroupsSnapshot<&K, &A::Acc> =
                         state.iter().map(|(start, g)| (*start, g.iter().collect())).collect();
-                    let bytes = bincode::serialize(&groups).expect("groups serialize");
-                    if let Err(error) = live.snapshot(&name, worker, boundary.epoch, &bytes) {
-                        tracing::error!(operator = %name, %error, "checkpoint snapshot failed");
-                    }
-                    next_snapshot = boundary.epoch + 1;
+                    checkpoint.write_bytes("", epoch, &groups);
                 }
             }
             run(&mut state, real.borrow(), false, output);

@@ -42,6 +42,8 @@ pub struct CheckpointSettings {
     pub reset: bool,
     /// How many committed epochs to keep.
     pub keep: usize,
+    /// End an epoch after this many input records too.
+    pub records_per_epoch: Option<u64>,
 }
 
 impl Query {
@@ -65,7 +67,26 @@ impl Query {
     /// (with the query id stored there). A changed dataflow is refused before anything runs. One
     /// process only, for now.
     pub fn checkpoint(mut self, dir: impl Into<std::path::PathBuf>, interval: Duration) -> Self {
-        self.checkpoint = Some(CheckpointSettings { dir: dir.into(), interval, reset: false, keep: 2 });
+        self.checkpoint =
+            Some(CheckpointSettings { dir: dir.into(), interval, reset: false, keep: 2, records_per_epoch: None });
+        self
+    }
+
+    /// With [`Query::checkpoint`]: also ends an epoch every `records` input records (whichever
+    /// comes first with the interval; pass `Duration::MAX` as the interval for records only).
+    pub fn checkpoint_every_records(mut self, records: u64) -> Self {
+        if let Some(settings) = self.checkpoint.as_mut() {
+            settings.records_per_epoch = Some(records);
+        }
+        self
+    }
+
+    /// With [`Query::checkpoint`]: how many committed epochs the directory keeps (at least 1;
+    /// default 2). Older epochs' offsets, state and sink records are deleted as new ones commit.
+    pub fn keep_checkpoints(mut self, epochs: usize) -> Self {
+        if let Some(settings) = self.checkpoint.as_mut() {
+            settings.keep = epochs.max(1);
+        }
         self
     }
 
@@ -204,7 +225,13 @@ impl Query {
                 "resuming after the last committed epoch"
             ),
         }
-        Ok((id, Arc::new(LiveCheckpoint::open(dir, resume, settings.interval, settings.keep))))
+        Ok((
+            id,
+            Arc::new(
+                LiveCheckpoint::open(dir, resume, settings.interval, settings.keep)
+                    .with_records_per_epoch(settings.records_per_epoch),
+            ),
+        ))
     }
 
     fn start_explaining<F>(self, build: F) -> Result<QueryHandle, BuildError>

@@ -387,6 +387,9 @@ fn build_event_source<'scope, S: Source>(
                 late_records.clear();
             }
             if read_rows > 0 {
+                if let Some(live) = checkpoint.as_ref() {
+                    live.count_records(read_rows);
+                }
                 metrics.input_rows.fetch_add(read_rows, Ordering::Relaxed);
                 metrics.late_rows.fetch_add(late_count, Ordering::Relaxed);
                 metrics.invalid_time_rows.fetch_add(invalid, Ordering::Relaxed);

@@ -71,9 +71,23 @@ pub struct RunFlags {
     /// How often a checkpoint epoch ends.
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub checkpoint_interval: Duration,
+    /// Also end a checkpoint epoch after this many input records (whichever comes first with
+    /// --checkpoint-interval).
+    #[arg(long, value_name = "N", requires = "checkpoint")]
+    pub checkpoint_records: Option<u64>,
+    /// How many committed checkpoint epochs to keep in --checkpoint (older ones are deleted).
+    #[arg(long, value_name = "K", default_value_t = 2, requires = "checkpoint")]
+    pub keep_checkpoints: usize,
     /// Delete the checkpoint in --checkpoint first and start fresh, on purpose.
     #[arg(long, requires = "checkpoint")]
     pub reset_checkpoint: bool,
+    /// Where stateful operators keep their state: memory (default) or rocksdb (under --state-dir).
+    #[arg(long, value_enum, default_value_t = StateBackendKind::Memory)]
+    pub state_backend: StateBackendKind,
+    /// Directory of the RocksDB state stores (with --state-backend rocksdb; default: `weir-state`
+    /// under the system's temp directory). Each store lives in `DIR/<query id>/<operator>/worker-N`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// A stable query id (default: a fresh one per run). An exactly-once Kafka sink derives its
     /// transactional ids from it, so a restart with the same id fences the previous run.
     #[arg(long)]
@@ -81,6 +95,15 @@ pub struct RunFlags {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
+}
+
+/// Where stateful operators keep their state (`--state-backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateBackendKind {
+    /// A hash map per operator and worker: fastest, bounded by memory.
+    Memory,
+    /// A RocksDB database per operator and worker under --state-dir: state can exceed memory.
+    Rocksdb,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -222,8 +245,16 @@ pub fn query_for(flags: &RunFlags, default_name: &str) -> Result<Query> {
     if let Some(id) = &flags.id {
         query = query.id(id.clone());
     }
+    if flags.state_backend == StateBackendKind::Rocksdb {
+        let dir = flags.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("weir-state"));
+        query = query.state_backend(StateBackend::rocksdb(dir));
+    }
     if let Some(dir) = &flags.checkpoint {
         query = query.checkpoint(dir, flags.checkpoint_interval);
+        query = query.keep_checkpoints(flags.keep_checkpoints);
+        if let Some(records) = flags.checkpoint_records {
+            query = query.checkpoint_every_records(records);
+        }
         if flags.reset_checkpoint {
             query = query.reset_checkpoint();
         }

@@ -6,6 +6,7 @@
 //! binary. Everything specific to one operator stays in its test file.
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod kafka;
 pub mod nexmark;
 

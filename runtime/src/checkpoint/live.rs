@@ -70,6 +70,10 @@ pub struct LiveCheckpoint {
     committed: AtomicU64,
     /// The highest published boundary, readable without a lock (ms; `u64::MAX` for the last).
     highest_boundary: AtomicU64,
+    /// End an epoch after this many input records too (whichever comes first with the interval).
+    records_per_epoch: Option<u64>,
+    /// Input records read since the last boundary.
+    records_since_boundary: AtomicU64,
 }
 
 impl LiveCheckpoint {
@@ -99,6 +103,8 @@ impl LiveCheckpoint {
             keep: 2,
             committed: AtomicU64::new(committed),
             highest_boundary: AtomicU64::new(0),
+            records_per_epoch: None,
+            records_since_boundary: AtomicU64::new(0),
         }
     }
 
@@ -127,7 +133,29 @@ impl LiveCheckpoint {
             keep: keep.max(1),
             committed: AtomicU64::new(committed),
             highest_boundary: AtomicU64::new(0),
+            records_per_epoch: None,
+            records_since_boundary: AtomicU64::new(0),
         }
+    }
+
+    /// Also ends an epoch once `records` input records were read since the last boundary
+    /// (whichever comes first with the interval; `Duration::MAX` as the interval leaves only this).
+    pub fn with_records_per_epoch(mut self, records: Option<u64>) -> Self {
+        self.records_per_epoch = records.filter(|n| *n > 0);
+        self
+    }
+
+    /// Sources count the records they read (once per activation), for
+    /// [`LiveCheckpoint::with_records_per_epoch`].
+    pub fn count_records(&self, records: u64) {
+        if self.records_per_epoch.is_some() {
+            self.records_since_boundary.fetch_add(records, Ordering::Relaxed);
+        }
+    }
+
+    fn epoch_is_due(&self, last_publish: Instant) -> bool {
+        last_publish.elapsed() >= self.interval
+            || self.records_per_epoch.is_some_and(|n| self.records_since_boundary.load(Ordering::Relaxed) >= n)
     }
 
     /// The epoch the query resumed after, and where the next epoch starts; `None` for a fresh start.
@@ -160,6 +188,23 @@ impl LiveCheckpoint {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The snapshot file (or RocksDB checkpoint directory) of `operator` on `worker` that the
+    /// last committed epoch lists, if the query resumed: restore a `StateStore` from it with
+    /// [`crate::state::StateStore::restore_snapshot`].
+    pub fn resume_state_file(&self, operator: &str, worker: usize) -> Option<super::StateFile> {
+        match &self.resume {
+            Resume::FromEpoch { state_files, .. } => {
+                state_files.iter().find(|f| f.operator == operator && f.worker == worker).cloned()
+            }
+            Resume::Fresh => None,
+        }
+    }
+
+    /// The checkpoint directory (`None` only for coordinators built by tests without one).
+    pub fn dir(&self) -> Option<&CheckpointDir> {
+        self.dir.as_ref()
     }
 
     /// Registers a source instance with the capability it starts at (`None`: it reads nothing);
@@ -226,13 +271,14 @@ impl LiveCheckpoint {
             return Vec::new();
         };
         let mut published = Vec::new();
-        if !state.finished_boundary_published && state.last_publish.elapsed() >= self.interval {
+        if !state.finished_boundary_published && self.epoch_is_due(state.last_publish) {
             let current = state.capabilities.values().flatten().max().copied().unwrap_or(EventTime::MIN);
             let highest = current.max(state.highest_ever);
             let (epoch, boundary) = coordinator.publish_boundary(highest);
             state.published.push(Boundary { epoch, boundary });
             published.push(epoch);
             state.last_publish = Instant::now();
+            self.records_since_boundary.store(0, Ordering::Relaxed);
             self.highest_boundary.store(boundary.as_millis(), Ordering::Release);
         }
         state.capabilities.insert((source.to_string(), worker), capability);
