@@ -29,6 +29,15 @@
 //! Sessions live in a [`StateStore`] (memory or RocksDB) keyed by the group key, each key
 //! holding its open sessions sorted by start; an in-memory index by session end finds the
 //! sessions to close.
+//!
+//! **Checkpoints** (docs/checkpoints.md §2): at each boundary `B` the frontier passes, stage 2
+//! merges the partials of times before `B`, closes the sessions ending before `B` (a session
+//! ending exactly at `B` is emitted at `B`, which belongs to the next epoch), and snapshots two
+//! parts: the store (`write_store`: bytes for memory, a hard-linked RocksDB checkpoint for
+//! RocksDB) and the index (`index`: session ends with their keys, the merge counter of update
+//! mode, the session count). Partials at times `>= B` are not in the snapshot: the sources read
+//! them again after a restore. A resumed query restores both and re-creates the end capability at
+//! the earliest session end (which is `>= B`, where the query resumes).
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
@@ -38,8 +47,11 @@ use std::time::Duration;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::AntichainRef;
+use timely::progress::Antichain;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::{BuildError, QueryError};
@@ -49,6 +61,7 @@ use weir_runtime::state::{StateError, StateStore};
 use weir_runtime::time::EventTime;
 
 use crate::aggregate::{Aggregator, Count};
+use crate::checkpointed::OperatorCheckpoint;
 use crate::late::{relabel_late, split_late, Timed};
 use crate::output_mode::OutputMode;
 use crate::pending::{watermark_of, Pending};
@@ -158,7 +171,7 @@ impl<'scope, D: 'static> SessionAggregate<'scope, D> for EventStream<'scope, D> 
         validate_session(gap, mode)?;
         let gap_ms = gap.as_millis().min(u64::MAX as u128) as u64;
         let worker = self.records.scope().index();
-        let store: StateStore<K, Vec<Session<A::Acc>>> = open_store(ctx, name, worker)?;
+        let mut store: StateStore<K, Vec<Session<A::Acc>>> = open_store(ctx, name, worker)?;
         ctx.plan().record(
             weir_runtime::plan::OperatorPlan::operator(
                 name,
@@ -171,13 +184,16 @@ impl<'scope, D: 'static> SessionAggregate<'scope, D> for EventStream<'scope, D> 
             .output_mode(mode)
             .exchange("partial sessions by key (pre-sessionized per worker before the exchange)"),
         );
-        ctx.checkpoint_unsupported(name, "session windows")?;
+        let checkpoint = OperatorCheckpoint::register(ctx, name, worker, &["", "index"]);
+        if let Some(checkpoint) = &checkpoint {
+            checkpoint.restore_store("", &mut store)?;
+        }
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_sessionize(self.records, name, gap_ms, key_of, aggregator.clone(), &metrics);
         let merger =
             Merger { ctx: ctx.clone(), name: name.to_string(), mode, aggregator, store, metrics: metrics.clone() };
-        let results = merge_and_emit(partials, merger);
+        let results = merge_and_emit(partials, merger, checkpoint)?;
         let late = relabel_late(self.late, name, metrics).concat(operator_late);
         Ok(Aggregated { results, late })
     }
@@ -332,13 +348,185 @@ impl<K: ExchangeData + Hash + Eq + Clone, A: Aggregator<D>, D> Merger<K, A, D> {
     }
 }
 
+/// The sessions' in-memory index as a checkpoint holds it (part `index`; the sessions themselves
+/// are the store, part `""`). Generic over the index so it is written from a borrow.
+#[derive(Serialize, Deserialize)]
+struct SessionIndex<M> {
+    /// Completed timestamps merged on this worker so far (update mode's `changed_in`).
+    epoch: u64,
+    /// Open sessions held (for `numRowsTotal`).
+    sessions: i64,
+    /// Session end -> keys with (or that had) a session ending there.
+    by_end: M,
+}
+
+/// The container builder of the results stream.
+type ResultBuilder<K, O> = timely::container::CapacityContainerBuilder<Vec<WindowResult<K, O>>>;
+/// The results output inside an activation.
+type ResultOutput<'a, K, O> = OutputBuilderSession<'a, EventTime, ResultBuilder<K, O>>;
+
+/// Stage 2's state on one worker: the sessions (in the merger's store), the index by end, the
+/// capability to emit closed sessions at, and the partials waiting for their time to complete.
+struct Stage2<K: ExchangeData + Hash + Eq + Clone, A: Aggregator<D>, D> {
+    merger: Merger<K, A, D>,
+    pending: Pending<Partial<K, A::Acc>>,
+    /// Session end -> keys that have (or had) a session ending there. An entry goes stale when
+    /// its session grows or is absorbed; closing checks the key's sessions, so stale entries
+    /// only cost a lookup.
+    by_end: BTreeMap<u64, Vec<K>>,
+    /// Append mode: a capability at or before the earliest end in `by_end`, to emit sessions
+    /// at their end. New sessions end after the time they arrive at, so it can always be taken
+    /// from the arriving batch's capability.
+    end_cap: Option<Capability<EventTime>>,
+    changed: FxHashSet<K>,
+    /// Completed timestamps merged so far.
+    epoch: u64,
+    /// Open sessions held.
+    sessions: i64,
+    out: Vec<WindowResult<K, A::Output>>,
+    closed: Vec<(u64, WindowResult<K, A::Output>)>,
+    // This activation's counters.
+    created: i64,
+    removed: u64,
+    updated: u64,
+    emitted: u64,
+}
+
+impl<K: ExchangeData + Hash + Eq + Clone, A: Aggregator<D>, D> Stage2<K, A, D>
+where
+    A::Output: ExchangeData,
+{
+    /// Merges the pending partials the frontier `upto` has passed, in time order, and closes the
+    /// sessions whose end it has reached — or, with `strict` (acting at a checkpoint boundary
+    /// `{B}`), only those ending before it, so that nothing is emitted at `B` or later before the
+    /// snapshot (docs/checkpoints.md §2). An empty `upto` ends the input: everything closes.
+    fn advance(
+        &mut self,
+        upto: AntichainRef<'_, EventTime>,
+        strict: bool,
+        output: &mut ResultOutput<'_, K, A::Output>,
+    ) -> Result<(), StateError> {
+        let merger = &mut self.merger;
+        while let Some((cap, batches)) = self.pending.pop_complete(upto) {
+            self.epoch += 1;
+            let epoch = self.epoch;
+            for batch in batches {
+                for (key, start, end, acc) in batch {
+                    let merged = merger.merge(&key, start, end, acc, epoch)?;
+                    self.updated += 1;
+                    if merged.created {
+                        self.created += 1;
+                    } else {
+                        self.removed += merged.absorbed as u64 - 1;
+                    }
+                    if let Some(end) = merged.new_end {
+                        if merger.mode == OutputMode::Append
+                            && self.end_cap.as_ref().is_none_or(|c| c.time().as_millis() > end)
+                        {
+                            self.end_cap = Some(cap.delayed(&EventTime::from_millis(end)));
+                        }
+                        self.by_end.entry(end).or_default().push(key.clone());
+                    }
+                    if merger.mode == OutputMode::Update {
+                        self.changed.insert(key);
+                    }
+                }
+            }
+            if merger.mode == OutputMode::Update && !self.changed.is_empty() {
+                for key in self.changed.drain() {
+                    if let Some(sessions) = merger.store.get(&key)? {
+                        for session in sessions.iter().filter(|s| s.changed_in == epoch) {
+                            self.out.push(merger.result(key.clone(), session));
+                        }
+                    }
+                }
+                self.emitted += self.out.len() as u64;
+                output.session(&cap).give_container(&mut self.out);
+                self.out.clear();
+            }
+        }
+
+        // Close the sessions whose end the frontier has reached: those ending at or before
+        // `limit` (every one once the input is exhausted; before `B` when strict).
+        let limit = match watermark_of(upto).map(EventTime::as_millis) {
+            None => Some(u64::MAX),
+            Some(h) if strict => h.checked_sub(1),
+            Some(h) => Some(h),
+        };
+        while let (Some(limit), Some(entry)) = (limit, self.by_end.first_entry()) {
+            if *entry.key() > limit {
+                break;
+            }
+            for key in entry.remove() {
+                let any_closed = match merger.store.get(&key)? {
+                    Some(sessions) => sessions.first().is_some_and(|s| s.end <= limit),
+                    None => false,
+                };
+                if !any_closed {
+                    continue; // a stale entry: the session grew or was closed already
+                }
+                let finished = merger.store.modify(&key, |slot| {
+                    let sessions = slot.as_mut().expect("checked above");
+                    let count = sessions.partition_point(|s| s.end <= limit);
+                    let finished: Vec<Session<A::Acc>> = sessions.drain(..count).collect();
+                    if sessions.is_empty() {
+                        *slot = None;
+                    }
+                    finished
+                })?;
+                self.removed += finished.len() as u64;
+                if merger.mode == OutputMode::Append {
+                    self.closed.extend(finished.iter().map(|s| (s.end, merger.result(key.clone(), s))));
+                }
+            }
+        }
+        if !self.closed.is_empty() {
+            let cap = self.end_cap.as_ref().expect("a capability at or before every open session's end");
+            self.closed.sort_unstable_by_key(|(end, _)| *end);
+            self.emitted += self.closed.len() as u64;
+            let mut rows = self.closed.drain(..).peekable();
+            while let Some((end, row)) = rows.next() {
+                self.out.push(row);
+                while let Some((_, row)) = rows.next_if(|(e, _)| *e == end) {
+                    self.out.push(row);
+                }
+                output.session(&cap.delayed(&EventTime::from_millis(end))).give_container(&mut self.out);
+                self.out.clear();
+            }
+        }
+        self.downgrade();
+        Ok(())
+    }
+
+    /// Moves the end capability to the earliest open session's end (or drops it).
+    fn downgrade(&mut self) {
+        match self.by_end.keys().next() {
+            Some(&earliest) => {
+                if let Some(cap) = self.end_cap.as_mut() {
+                    cap.downgrade(&EventTime::from_millis(earliest));
+                }
+            }
+            None => self.end_cap = None,
+        }
+    }
+
+    /// Writes epoch `epoch`'s snapshot: the store, then the index.
+    fn snapshot(&self, checkpoint: &OperatorCheckpoint, epoch: u64) {
+        checkpoint.write_store("", epoch, &self.merger.store);
+        let index = SessionIndex { epoch: self.epoch, sessions: self.sessions + self.created - self.removed as i64, by_end: &self.by_end };
+        checkpoint.write_bytes("index", epoch, &index);
+    }
+}
+
 /// Stage 2: on the worker that owns each key, merges partial sessions in timestamp order once
 /// their time is complete, emits as the output mode says, and evicts the sessions the frontier
-/// has closed.
+/// has closed. With a checkpoint, it snapshots at every boundary and starts from the restored
+/// sessions.
 fn merge_and_emit<'scope, K, A, D>(
     partials: StreamVec<'scope, EventTime, Partial<K, A::Acc>>,
-    mut merger: Merger<K, A, D>,
-) -> StreamVec<'scope, EventTime, WindowResult<K, A::Output>>
+    merger: Merger<K, A, D>,
+    mut checkpoint: Option<OperatorCheckpoint>,
+) -> Result<StreamVec<'scope, EventTime, WindowResult<K, A::Output>>, BuildError>
 where
     K: ExchangeData + Hash + Eq + Clone,
     A: Aggregator<D>,
@@ -348,21 +536,44 @@ where
     let route = Exchange::new(|partial: &Partial<K, A::Acc>| FxBuildHasher.hash_one(&partial.0));
     let session_bytes = (std::mem::size_of::<(K, Session<A::Acc>)>() + 16) as i64;
     let name = merger.name.clone();
-    partials.unary_frontier(route, &name, move |_capability, _info| {
-        let mut pending: Pending<Partial<K, A::Acc>> = Pending::new();
-        // Session end -> keys that have (or had) a session ending there. An entry goes stale when
-        // its session grows or is absorbed; closing checks the key's sessions, so stale entries
-        // only cost a lookup.
-        let mut by_end: BTreeMap<u64, Vec<K>> = BTreeMap::new();
-        // Append mode: a capability at or before the earliest end in `by_end`, to emit sessions
-        // at their end. New sessions end after the time they arrive at, so it can always be taken
-        // from the arriving batch's capability.
-        let mut end_cap: Option<Capability<EventTime>> = None;
-        let mut changed: FxHashSet<K> = FxHashSet::default();
-        let mut epoch = 0u64;
+    // A resumed query starts from the index of the epoch it resumes after (the store was
+    // restored when it was opened), with the end capability at or after where it resumes.
+    let restored: Option<(SessionIndex<BTreeMap<u64, Vec<K>>>, EventTime)> = match &checkpoint {
+        Some(checkpoint) => match (checkpoint.restore_bytes("index")?, checkpoint.resume_at()) {
+            (Some(index), Some(resume_at)) => Some((index, resume_at)),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(partials.unary_frontier(route, &name, move |initial, _info| {
+        let mut stage = Stage2 {
+            merger,
+            pending: Pending::new(),
+            by_end: BTreeMap::new(),
+            end_cap: None,
+            changed: FxHashSet::default(),
+            epoch: 0,
+            sessions: 0,
+            out: Vec::new(),
+            closed: Vec::new(),
+            created: 0,
+            removed: 0,
+            updated: 0,
+            emitted: 0,
+        };
+        if let Some((index, resume_at)) = restored {
+            stage.epoch = index.epoch;
+            stage.sessions = index.sessions;
+            stage.merger.metrics.adjust_state(index.sessions, index.sessions * session_bytes);
+            if stage.merger.mode == OutputMode::Append {
+                if let Some(&earliest) = index.by_end.keys().next() {
+                    stage.end_cap = Some(initial.delayed(&EventTime::from_millis(earliest).max(resume_at)));
+                }
+            }
+            stage.by_end = index.by_end;
+        }
+        drop(initial);
         let mut failed = false;
-        let mut out: Vec<WindowResult<K, A::Output>> = Vec::new();
-        let mut closed: Vec<(u64, WindowResult<K, A::Output>)> = Vec::new();
 
         move |(input, frontier), output| {
             if failed {
@@ -371,120 +582,38 @@ where
             }
             input.for_each_time(|cap, data| {
                 for batch in data {
-                    pending.stash(&cap, batch);
+                    stage.pending.stash(&cap, batch);
                 }
             });
-            // `None` once the input is exhausted: every time is complete, every session final.
-            let horizon: Option<u64> = watermark_of(frontier.frontier()).map(EventTime::as_millis);
-            let (mut created, mut removed, mut updated, mut emitted) = (0i64, 0u64, 0u64, 0u64);
-
+            let real: Antichain<EventTime> = frontier.frontier().to_owned();
             let outcome = (|| -> Result<(), StateError> {
-                while let Some((cap, batches)) = pending.pop_complete(frontier.frontier()) {
-                    epoch += 1;
-                    for batch in batches {
-                        for (key, start, end, acc) in batch {
-                            let merged = merger.merge(&key, start, end, acc, epoch)?;
-                            updated += 1;
-                            if merged.created {
-                                created += 1;
-                            } else {
-                                removed += merged.absorbed as u64 - 1;
-                            }
-                            if let Some(end) = merged.new_end {
-                                if merger.mode == OutputMode::Append
-                                    && end_cap.as_ref().is_none_or(|c| c.time().as_millis() > end)
-                                {
-                                    end_cap = Some(cap.delayed(&EventTime::from_millis(end)));
-                                }
-                                by_end.entry(end).or_default().push(key.clone());
-                            }
-                            if merger.mode == OutputMode::Update {
-                                changed.insert(key);
-                            }
-                        }
-                    }
-                    if merger.mode == OutputMode::Update && !changed.is_empty() {
-                        for key in changed.drain() {
-                            if let Some(sessions) = merger.store.get(&key)? {
-                                for session in sessions.iter().filter(|s| s.changed_in == epoch) {
-                                    out.push(merger.result(key.clone(), session));
-                                }
-                            }
-                        }
-                        emitted += out.len() as u64;
-                        output.session(&cap).give_container(&mut out);
-                        out.clear();
+                // Checkpoint boundaries the frontier has passed: merge and close as if the frontier
+                // stood exactly at each, snapshot, then go on (docs/checkpoints.md §2).
+                if let Some(checkpoint) = &mut checkpoint {
+                    for (epoch, at) in checkpoint.passed_boundaries(real.borrow()) {
+                        stage.advance(at.borrow(), true, output)?;
+                        stage.snapshot(checkpoint, epoch);
                     }
                 }
-
-                // Close the sessions whose end the frontier has reached.
-                while let Some(entry) = by_end.first_entry() {
-                    if horizon.is_some_and(|h| *entry.key() > h) {
-                        break;
-                    }
-                    let limit = horizon.unwrap_or(u64::MAX);
-                    for key in entry.remove() {
-                        let any_closed = match merger.store.get(&key)? {
-                            Some(sessions) => sessions.first().is_some_and(|s| s.end <= limit),
-                            None => false,
-                        };
-                        if !any_closed {
-                            continue; // a stale entry: the session grew or was closed already
-                        }
-                        let finished = merger.store.modify(&key, |slot| {
-                            let sessions = slot.as_mut().expect("checked above");
-                            let count = sessions.partition_point(|s| s.end <= limit);
-                            let finished: Vec<Session<A::Acc>> = sessions.drain(..count).collect();
-                            if sessions.is_empty() {
-                                *slot = None;
-                            }
-                            finished
-                        })?;
-                        removed += finished.len() as u64;
-                        if merger.mode == OutputMode::Append {
-                            closed.extend(finished.iter().map(|s| (s.end, merger.result(key.clone(), s))));
-                        }
-                    }
-                }
-                if !closed.is_empty() {
-                    let cap = end_cap.as_ref().expect("a capability at or before every open session's end");
-                    closed.sort_unstable_by_key(|(end, _)| *end);
-                    emitted += closed.len() as u64;
-                    let mut rows = closed.drain(..).peekable();
-                    while let Some((end, row)) = rows.next() {
-                        out.push(row);
-                        while let Some((_, row)) = rows.next_if(|(e, _)| *e == end) {
-                            out.push(row);
-                        }
-                        output.session(&cap.delayed(&EventTime::from_millis(end))).give_container(&mut out);
-                        out.clear();
-                    }
-                }
-                Ok(())
+                stage.advance(real.borrow(), false, output)
             })();
             if let Err(error) = outcome {
-                merger.fail(error);
+                stage.merger.fail(error);
                 failed = true;
-                end_cap = None;
-                pending = Pending::new();
+                stage.end_cap = None;
+                stage.pending = Pending::new();
             }
 
-            match by_end.keys().next() {
-                Some(&earliest) => {
-                    if let Some(cap) = end_cap.as_mut() {
-                        cap.downgrade(&EventTime::from_millis(earliest));
-                    }
-                }
-                None => end_cap = None,
-            }
-
-            let rows = created - removed as i64;
-            merger.metrics.adjust_state(rows, rows * session_bytes);
-            OperatorMetrics::add(&merger.metrics.rows_updated, updated);
-            OperatorMetrics::add(&merger.metrics.rows_removed, removed);
-            OperatorMetrics::add(&merger.metrics.rows_out, emitted);
+            let rows = stage.created - stage.removed as i64;
+            stage.sessions += rows;
+            let metrics = &stage.merger.metrics;
+            metrics.adjust_state(rows, rows * session_bytes);
+            OperatorMetrics::add(&metrics.rows_updated, stage.updated);
+            OperatorMetrics::add(&metrics.rows_removed, stage.removed);
+            OperatorMetrics::add(&metrics.rows_out, stage.emitted);
+            (stage.created, stage.removed, stage.updated, stage.emitted) = (0, 0, 0, 0);
         }
-    })
+    }))
 }
 
 #[cfg(test)]

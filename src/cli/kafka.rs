@@ -123,6 +123,21 @@ pub struct ProduceArgs {
     /// A librdkafka producer setting, key=value (repeatable), e.g. --kafka linger.ms=5.
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
+    /// Give every JSON record a "type" field, one of these comma-separated names picked at random
+    /// per record (deterministic for --seed; repeat a name to weight it), e.g.
+    /// --event-types impression,impression,click for `weir run attribution`.
+    #[arg(long, value_delimiter = ',')]
+    pub event_types: Vec<String>,
+}
+
+/// The `type` of test record number `value` among `types` (a hash of the seed and the record's
+/// sequence number, so the test stream itself is unchanged).
+fn event_type(types: &[String], seed: u64, value: i64) -> &str {
+    let mut z = seed ^ (value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    &types[(z % types.len() as u64) as usize]
 }
 
 /// Runs a `weir kafka` command.
@@ -174,6 +189,7 @@ fn produce(args: ProduceArgs) -> Result<()> {
 
     let encoder = match args.format {
         ValueFormat::Json => None,
+        ValueFormat::Avro if !args.event_types.is_empty() => bail!("--event-types works with --format json only"),
         ValueFormat::Avro => {
             let Some(url) = &args.registry else { bail!("--format avro needs --registry URL") };
             let client = RegistryClient::from_url(url).with_context(|| format!("bad registry URL {url}"))?;
@@ -211,11 +227,19 @@ fn produce(args: ProduceArgs) -> Result<()> {
         value.clear();
         match &encoder {
             Some(encoder) => encoder.encode_into(&event, &mut value).context("Avro encoding failed")?,
+            None if !args.event_types.is_empty() => {
+                let kind = event_type(&args.event_types, args.seed, event.value);
+                let typed = serde_json::json!({"key": event.key, "ts": event.ts, "value": event.value, "type": kind});
+                serde_json::to_writer(&mut value, &typed)?
+            }
             None => serde_json::to_writer(&mut value, &event)?,
         }
         if let Some(copy) = copy.as_mut() {
             use std::io::Write;
-            serde_json::to_writer(&mut *copy, &event)?;
+            match args.format {
+                ValueFormat::Json => copy.write_all(&value)?,
+                ValueFormat::Avro => serde_json::to_writer(&mut *copy, &event)?,
+            }
             copy.write_all(b"\n")?;
         }
         let mut record = BaseRecord::to(&args.topic).key(event.key.as_bytes()).payload(&value).timestamp(event.ts);

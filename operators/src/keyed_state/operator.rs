@@ -5,14 +5,27 @@
 //! at: the earliest waiting record, the earliest queued timer, and (while processing-time
 //! timeouts are pending) the input frontier itself, where timeout outputs are stamped. Holding a
 //! capability at the input frontier costs nothing downstream: the frontier there is no later.
+//!
+//! Checkpoints (`docs/checkpoints.md` §2): at each boundary `B` the operator acts as if its
+//! frontier were `{B}` — every key's records before `B` and every event-time timer before `B`
+//! (in the usual order) — emits that, then writes the state store (part `""`) and the timers
+//! (part `"timers"`). Processing-time timeouts do not fire in that step: their outputs are
+//! stamped at the frontier, which would put them at `B`, in the next epoch, while the
+//! snapshot already holds their effect. For the same reason a boundary is snapshotted as soon
+//! as the frontier *reaches* it (not only once it passes it): a timeout fired at frontier
+//! `{B}` is stamped at `B`, so its effect must not be in epoch `B`'s snapshot. Records pending
+//! at or after `B` are not snapshotted (the sources read them again after a restore). The
+//! capability is re-created from the restored timers (see [`Restored`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Operator};
+use timely::progress::Antichain;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
@@ -23,9 +36,23 @@ use weir_runtime::state::{StateError, StateKey, StateStore, StateValue};
 use weir_runtime::time::EventTime;
 
 use super::handle::{Fired, KeyedState};
-use super::timers::Timers;
+use super::timers::{TimerSnapshot, Timers};
 use super::{Keyed, Records};
+use crate::checkpointed::OperatorCheckpoint;
 use crate::pending::watermark_of;
+
+/// What a query resumed from a checkpoint gives this worker's instance, besides its state store
+/// (restored into the store before it gets here): the timers, and where the resumed query's
+/// times start. The instance holds a capability at `resume_at` if any timeout was restored
+/// (timeout outputs are stamped at the frontier), else at its earliest event-time timer (never
+/// below `resume_at`), else none.
+pub(super) struct Restored<K> {
+    pub(super) timers: Vec<TimerSnapshot<K>>,
+    pub(super) resume_at: EventTime,
+}
+
+/// The output session of stage 2.
+type Output<'a, O> = OutputBuilderSession<'a, EventTime, CapacityContainerBuilder<Vec<Event<O>>>>;
 
 /// Builds stage 2: exchange by key hash, then [`Processor`] on every activation.
 pub(super) fn process<'scope, K, D, S, O, F>(
@@ -35,6 +62,8 @@ pub(super) fn process<'scope, K, D, S, O, F>(
     store: StateStore<K, S>,
     function: F,
     metrics: Arc<OperatorMetrics>,
+    mut checkpoint: Option<OperatorCheckpoint>,
+    restored: Option<Restored<K>>,
 ) -> StreamVec<'scope, EventTime, Event<O>>
 where
     K: StateKey + ExchangeData,
@@ -47,10 +76,20 @@ where
     let ctx = ctx.clone();
     let name = name.to_string();
     let route = Exchange::new(|item: &Keyed<K, D>| item.1);
-    keyed.unary_frontier::<CapacityContainerBuilder<Vec<Event<O>>>, _, _, _>(route, &name.clone(), move |_, info| {
+    keyed.unary_frontier::<CapacityContainerBuilder<Vec<Event<O>>>, _, _, _>(route, &name.clone(), move |initial, info| {
         let activator = scope.activator_for(info.address);
         let mut processor = Processor::new(name, ctx, store, function);
         let mut held: Option<Capability<EventTime>> = None;
+        if let Some(Restored { timers, resume_at }) = restored {
+            processor.timers = Timers::restore(timers, Instant::now(), SystemTime::now());
+            let at = if processor.timers.any_timeout() {
+                Some(resume_at)
+            } else {
+                processor.timers.next_event_time().map(|at| at.max(resume_at))
+            };
+            held = at.map(|at| initial.delayed(&at));
+        }
+        drop(initial);
         let mut wake_at: Option<Instant> = None;
         let mut reported = Reported::default();
 
@@ -71,15 +110,29 @@ where
             }
 
             let limit = watermark_of(frontier.frontier());
-            processor.run(limit, held.as_ref().map(|h| *h.time()));
-
-            if let Some(stamp) = processor.out_min.take() {
-                // Every output's time is at or after the held capability (see the module docs).
-                let cap = held.as_ref().expect("a capability is held while anything can be emitted");
-                OperatorMetrics::add(&metrics.rows_out, processor.out.len() as u64);
-                output.session(&cap.delayed(&stamp)).give_container(&mut processor.out);
-                processor.out.clear();
+            if let Some(checkpoint) = checkpoint.as_mut() {
+                // Boundaries the frontier has reached (`{B}` at `B` counts: see the module docs):
+                // act as if the frontier stood exactly there, emit, snapshot every part.
+                let reached = match limit {
+                    Some(at) => Antichain::from_elem(EventTime::from_millis(at.as_millis().saturating_add(1))),
+                    None => Antichain::new(),
+                };
+                for (epoch, at) in checkpoint.passed_boundaries(reached.borrow()) {
+                    match watermark_of(at.borrow()) {
+                        Some(boundary) => processor.run_to_boundary(boundary),
+                        None => processor.run(None, held.as_ref().map(|h| *h.time())),
+                    }
+                    if processor.failed {
+                        break;
+                    }
+                    processor.emit(held.as_ref(), output, &metrics);
+                    checkpoint.write_store("", epoch, &processor.store);
+                    let timers = processor.timers.snapshot(processor.now, SystemTime::now());
+                    checkpoint.write_bytes("timers", epoch, &timers);
+                }
             }
+            processor.run(limit, held.as_ref().map(|h| *h.time()));
+            processor.emit(held.as_ref(), output, &metrics);
 
             // Hold a capability only at or before what may still be emitted.
             let next = [
@@ -218,6 +271,28 @@ where
                     self.fire_timeouts(at, true);
                 }
             }
+        }
+    }
+
+    /// Acts as if the frontier were `{boundary}` for a checkpoint: the records and event-time
+    /// timers before it, but no processing-time timeout (its output would be stamped at
+    /// `boundary`, after the snapshot's epoch).
+    fn run_to_boundary(&mut self, boundary: EventTime) {
+        self.watermark = Some(boundary);
+        self.process_event_time(Some(boundary));
+    }
+
+    /// Emits this activation's outputs so far, at their earliest event time.
+    fn emit(&mut self, held: Option<&Capability<EventTime>>, output: &mut Output<'_, O>, metrics: &OperatorMetrics)
+    where
+        O: Clone + 'static,
+    {
+        if let Some(stamp) = self.out_min.take() {
+            // Every output's time is at or after the held capability (see the module docs).
+            let cap = held.expect("a capability is held while anything can be emitted");
+            OperatorMetrics::add(&metrics.rows_out, self.out.len() as u64);
+            output.session(&cap.delayed(&stamp)).give_container(&mut self.out);
+            self.out.clear();
         }
     }
 

@@ -7,10 +7,23 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use weir_runtime::time::EventTime;
+
+/// One key's timers as a checkpoint stores them (`docs/checkpoints.md` §2): the event-time
+/// timer, and the processing-time timeout as its duration and its **absolute wall-clock
+/// deadline** (ms since the Unix epoch), as Spark restores `GroupState` timeouts: the time the
+/// query was down counts as time without records, so a timeout that fell due meanwhile fires as
+/// soon as the query resumes. (An `Instant` means nothing in another process.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct TimerSnapshot<K> {
+    pub(super) key: K,
+    pub(super) event: Option<EventTime>,
+    pub(super) timeout: Option<(Duration, u64)>,
+}
 
 #[derive(Default)]
 struct KeyTimers {
@@ -186,6 +199,43 @@ impl<K: Hash + Eq + Clone> Timers<K> {
         fires
     }
 
+    /// Every key's timers, for a checkpoint taken at processing time `now` (wall clock
+    /// `wall_now`): timeout deadlines become wall-clock times.
+    pub(super) fn snapshot(&self, now: Instant, wall_now: SystemTime) -> Vec<TimerSnapshot<&K>> {
+        let wall_ms = |deadline: Instant| -> u64 {
+            let wall = match deadline.checked_duration_since(now) {
+                Some(ahead) => wall_now + ahead,
+                None => wall_now - now.duration_since(deadline),
+            };
+            // Rounded up: a restored timeout never fires earlier than it would have.
+            let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+            since.as_millis() as u64 + u64::from(since.subsec_nanos() % 1_000_000 != 0)
+        };
+        self.keys
+            .iter()
+            .map(|(key, timers)| TimerSnapshot {
+                key,
+                event: timers.event,
+                timeout: timers.timeout.map(|(duration, deadline)| (duration, wall_ms(deadline))),
+            })
+            .collect()
+    }
+
+    /// Timers restored from a [`Timers::snapshot`], at processing time `now` (wall clock
+    /// `wall_now`): a timeout whose wall-clock deadline has passed is due at once.
+    pub(super) fn restore(snapshot: Vec<TimerSnapshot<K>>, now: Instant, wall_now: SystemTime) -> Self {
+        let mut timers = Timers::new();
+        let wall_now_ms = wall_now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        for TimerSnapshot { key, event, timeout } in snapshot {
+            timers.set_event(&key, event);
+            let timeout = timeout.map(|(duration, deadline_ms)| {
+                (duration, now + Duration::from_millis(deadline_ms.saturating_sub(wall_now_ms)))
+            });
+            timers.set_timeout(&key, timeout);
+        }
+        timers
+    }
+
     /// Whether nothing is set or queued.
     pub(super) fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.events.is_empty() && self.timeouts.is_empty()
@@ -243,6 +293,40 @@ mod tests {
         timers.set_event(&"b", None);
         assert_eq!(fire_until(&mut timers, t(100)), vec![(10, "a")]);
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn timers_restored_from_a_snapshot_fire_as_the_originals_would() {
+        let start = Instant::now();
+        let wall = SystemTime::now();
+        let mut timers = Timers::new();
+        timers.set_event(&"a", Some(t(30)));
+        timers.set_event(&"a", Some(t(50)));
+        timers.set_event(&"b", Some(t(20)));
+        timers.set_timeout(&"b", Some((Duration::from_secs(60), start + Duration::from_secs(40))));
+        timers.set_timeout(&"c", Some((Duration::from_secs(5), start + Duration::from_secs(5))));
+        let snapshot: Vec<TimerSnapshot<&str>> = timers
+            .snapshot(start, wall)
+            .into_iter()
+            .map(|s| TimerSnapshot { key: *s.key, event: s.event, timeout: s.timeout })
+            .collect();
+        assert_eq!(snapshot.len(), 3);
+        let wall_ms = wall.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let b = snapshot.iter().find(|s| s.key == "b").unwrap();
+        assert!((wall_ms + 40_000..=wall_ms + 40_001).contains(&b.timeout.unwrap().1), "absolute deadline");
+
+        // Restored 10 s later (wall clock), in a process whose `Instant`s start elsewhere.
+        let later = Instant::now() + Duration::from_secs(1_000);
+        let mut restored = Timers::restore(snapshot, later, wall + Duration::from_secs(10));
+        assert_eq!(fire_until(&mut restored, t(100)), vec![(20, "b"), (50, "a")]);
+        assert_eq!(restored.of(&"b"), (None, Some(Duration::from_secs(60))));
+        // c's deadline passed while "down": due at once; b's is 30 s after the restore.
+        let due = restored.take_timeouts_due(later, false);
+        assert_eq!(due.len(), 1);
+        assert!(restored.timeout_fires(&"c", due[0].0, later, false));
+        let deadline = restored.next_deadline().unwrap();
+        let ahead = deadline.duration_since(later);
+        assert!(ahead >= Duration::from_millis(29_999) && ahead <= Duration::from_millis(30_001), "{ahead:?}");
     }
 
     #[test]

@@ -443,6 +443,25 @@ mod tests {
         std::fs::remove_dir_all(path).unwrap();
     }
 
+    /// With a record count per epoch, a boundary comes once that many records were read, even
+    /// though the interval has not passed; and not before.
+    #[test]
+    fn epochs_end_after_a_record_count() {
+        let participants =
+            Participants { sources: BTreeMap::from([("s".to_string(), 1)]), workers: 1, ..Participants::default() };
+        let (path, coordinator) = open("records", participants);
+        let live =
+            LiveCheckpoint::new(coordinator, Duration::MAX, [("s".to_string(), 0)]).with_records_per_epoch(Some(100));
+        live.count_records(99);
+        assert!(live.source_downgrade("s", 0, Some(EventTime::from_millis(10))).is_empty(), "99 records: no epoch yet");
+        live.count_records(1);
+        let boundaries = live.source_downgrade("s", 0, Some(EventTime::from_millis(20)));
+        assert_eq!(boundaries.len(), 1, "100 records end an epoch");
+        assert!(boundaries[0].boundary > EventTime::from_millis(10));
+        assert_eq!(live.source_downgrade("s", 0, Some(EventTime::from_millis(30))).len(), 1, "the count starts over");
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
     /// An epoch commits once its cuts and prepared sinks are in, and `last_committed` follows.
     #[test]
     fn reports_commit_epochs_in_order() {
