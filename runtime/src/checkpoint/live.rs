@@ -74,6 +74,10 @@ pub struct LiveCheckpoint {
     records_per_epoch: Option<u64>,
     /// Input records read since the last boundary.
     records_since_boundary: AtomicU64,
+    /// When each epoch not yet committed ended (its boundary was published).
+    ended_at: Mutex<BTreeMap<u64, Instant>>,
+    /// From an epoch's end to its commit (`commits/N` written), for the most recent epochs.
+    commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
 }
 
 impl LiveCheckpoint {
@@ -105,6 +109,8 @@ impl LiveCheckpoint {
             highest_boundary: AtomicU64::new(0),
             records_per_epoch: None,
             records_since_boundary: AtomicU64::new(0),
+            ended_at: Mutex::new(BTreeMap::new()),
+            commit_latencies: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -135,6 +141,8 @@ impl LiveCheckpoint {
             highest_boundary: AtomicU64::new(0),
             records_per_epoch: None,
             records_since_boundary: AtomicU64::new(0),
+            ended_at: Mutex::new(BTreeMap::new()),
+            commit_latencies: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -276,6 +284,7 @@ impl LiveCheckpoint {
             let highest = current.max(state.highest_ever);
             let (epoch, boundary) = coordinator.publish_boundary(highest);
             state.published.push(Boundary { epoch, boundary });
+            self.ended_at.lock().expect("epoch end times").insert(epoch, Instant::now());
             published.push(epoch);
             state.last_publish = Instant::now();
             self.records_since_boundary.store(0, Ordering::Relaxed);
@@ -289,6 +298,7 @@ impl LiveCheckpoint {
             // The input has ended: the last epoch ends with it.
             let (epoch, _) = coordinator.publish_boundary(EventTime::MAX);
             state.published.push(Boundary { epoch, boundary: EventTime::MAX });
+            self.ended_at.lock().expect("epoch end times").insert(epoch, Instant::now());
             published.push(epoch);
             state.finished_boundary_published = true;
             self.highest_boundary.store(u64::MAX, Ordering::Release);
@@ -360,6 +370,18 @@ impl LiveCheckpoint {
 
     fn advance(&self, coordinator: &mut EpochCoordinator) -> Result<(), CheckpointError> {
         let committed = coordinator.advance()?;
+        if !committed.is_empty() {
+            let mut ended_at = self.ended_at.lock().expect("epoch end times");
+            let mut latencies = self.commit_latencies.lock().expect("commit latencies");
+            for epoch in &committed {
+                if let Some(ended) = ended_at.remove(epoch) {
+                    if latencies.len() == MAX_LATENCIES {
+                        latencies.pop_front();
+                    }
+                    latencies.push_back(ended.elapsed());
+                }
+            }
+        }
         if let Some(epoch) = coordinator.last_committed() {
             self.committed.fetch_max(epoch + 1, Ordering::AcqRel);
         }
@@ -371,11 +393,20 @@ impl LiveCheckpoint {
         Ok(())
     }
 
+    /// How long the most recent epochs (up to 10,000) took from their end (boundary published) to
+    /// their commit (`commits/N` durable), oldest first: the checkpoint's commit latency.
+    pub fn commit_latencies(&self) -> Vec<Duration> {
+        self.commit_latencies.lock().expect("commit latencies").iter().copied().collect()
+    }
+
     /// The last committed epoch: sinks may make its output (and every earlier epoch's) visible.
     pub fn last_committed(&self) -> Option<u64> {
         self.committed.load(Ordering::Acquire).checked_sub(1)
     }
 }
+
+/// How many epochs' commit latencies are kept.
+const MAX_LATENCIES: usize = 10_000;
 
 fn not_sealed() -> CheckpointError {
     CheckpointError::Inconsistent {
@@ -483,6 +514,7 @@ mod tests {
         live.report_cut(0, "s", cut(0)).unwrap();
         live.report_prepared(0, "out", 0).unwrap();
         assert_eq!(live.last_committed(), Some(1));
+        assert_eq!(live.commit_latencies().len(), 2, "one commit latency per committed epoch");
         assert!(live.report_cut(7, "s", cut(0)).is_err(), "an epoch never published is refused");
         std::fs::remove_dir_all(path).unwrap();
     }
