@@ -36,6 +36,28 @@
 //! and records waiting for the watermark are kept in memory. The operator reports
 //! `numRowsTotal` = keys with state, updates, removals, late drops and estimated memory.
 //!
+//! # Checkpoints
+//!
+//! In a query that checkpoints (`Query::checkpoint`, `--checkpoint DIR`), each worker's instance
+//! snapshots at every epoch boundary `B` (`docs/checkpoints.md` §2): it first calls the function
+//! for every key's records before `B` and fires every event-time timer before `B`, exactly as a
+//! frontier of `{B}` would, then writes its state store (part `<name>`: bytes for the memory
+//! backend, a hard-linked RocksDB checkpoint for RocksDB), its timers (part `<name>/timers`) and
+//! the records still waiting for the watermark that arrived (were stamped) before `B` (part
+//! `<name>/pending`: a record stamped before `B` may have an event time after it, and its source
+//! will not read it again). Records stamped at or after `B` are not in the snapshot: the sources
+//! read them again after a restore. A resumed query restores all three and re-creates the
+//! capability its timers and records need at `max(their time, resume point)`.
+//!
+//! Processing-time timeouts are stored with their duration and their **absolute wall-clock
+//! deadline** (as Spark does): the time the query was down counts as time without records, so a
+//! timeout that fell due meanwhile fires right after the restore. Timeouts do not fire in the
+//! boundary step (their outputs carry the frontier, which belongs to the next epoch). Output that
+//! depends on timeouts depends on wall-clock time, so a run resumed after a crash may produce
+//! different (equally valid) output than an uninterrupted one: fine for the exactly-once file
+//! sink, which never shows anything of an epoch that was not committed, but not a deterministic
+//! replay (which a Kafka transactional sink re-sending an epoch would need).
+//!
 //! ```
 //! use std::time::Duration;
 //! use weir_operators::prelude::*;
@@ -91,6 +113,8 @@ use weir_runtime::state::{StateKey, StateValue};
 use weir_runtime::time::EventTime;
 
 pub use self::handle::{Fired, KeyedState};
+use self::timers::TimerSnapshot;
+use crate::checkpointed::OperatorCheckpoint;
 use crate::late::{relabel_late, split_late};
 
 /// The records of one key at one event time, as the function receives them: iterate to take
@@ -160,7 +184,7 @@ where
             ));
         }
         let scope = self.stream.records.scope();
-        let store = ctx.state_backend().open::<K, S>(ctx.id(), name, scope.index()).map_err(|error| {
+        let mut store = ctx.state_backend().open::<K, S>(ctx.id(), name, scope.index()).map_err(|error| {
             BuildError::invalid(
                 format!("state backend of operator {name}"),
                 error.to_string(),
@@ -176,10 +200,25 @@ where
                 ))
                 .exchange("records by key"),
         );
-        ctx.checkpoint_unsupported(name, "keyed state")?;
+        // A resumed query starts from this worker's store and timers as the last committed epoch
+        // left them.
+        let checkpoint = match OperatorCheckpoint::register(ctx, name, scope.index(), &["", "timers", "pending"]) {
+            Some(checkpoint) => {
+                checkpoint.restore_store("", &mut store)?;
+                let timers = checkpoint.restore_bytes::<Vec<TimerSnapshot<K>>>("timers")?;
+                let pending = checkpoint.restore_bytes::<Vec<Keyed<K, D>>>("pending")?;
+                let restored = checkpoint.resume_at().map(|resume_at| operator::Restored {
+                    timers: timers.unwrap_or_default(),
+                    pending: pending.unwrap_or_default(),
+                    resume_at,
+                });
+                Some((checkpoint, restored))
+            }
+            None => None,
+        };
         let metrics = ctx.metrics().operator(name);
         let (keyed, operator_late) = key_records(self.stream.records, name, self.key_of, &metrics);
-        let records = operator::process(keyed, ctx, name, store, function, metrics.clone());
+        let records = operator::process(keyed, ctx, name, store, function, metrics.clone(), checkpoint);
         let late = relabel_late(self.stream.late, name, metrics).concat(operator_late);
         Ok(Processed { output: EventStream { records, late: empty(scope) }, late })
     }

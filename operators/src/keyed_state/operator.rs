@@ -8,14 +8,17 @@
 //!
 //! Checkpoints (`docs/checkpoints.md` §2): at each boundary `B` the operator acts as if its
 //! frontier were `{B}` — every key's records before `B` and every event-time timer before `B`
-//! (in the usual order) — emits that, then writes the state store (part `""`) and the timers
-//! (part `"timers"`). Processing-time timeouts do not fire in that step: their outputs are
+//! (in the usual order) — emits that, then writes the state store (part `""`), the timers
+//! (part `"timers"`) and the records still waiting that *arrived* before `B` (part `"pending"`:
+//! records wait for their own event time, and a record stamped before `B` — so before its
+//! source's cut, never read again — may have an event time at or after `B`). Records that
+//! arrived at or after `B` are not snapshotted: the sources read them again after a restore.
+//! Processing-time timeouts do not fire in that step: their outputs are
 //! stamped at the frontier, which would put them at `B`, in the next epoch, while the
 //! snapshot already holds their effect. For the same reason a boundary is snapshotted as soon
 //! as the frontier *reaches* it (not only once it passes it): a timeout fired at frontier
-//! `{B}` is stamped at `B`, so its effect must not be in epoch `B`'s snapshot. Records pending
-//! at or after `B` are not snapshotted (the sources read them again after a restore). The
-//! capability is re-created from the restored timers (see [`Restored`]).
+//! `{B}` is stamped at `B`, so its effect must not be in epoch `B`'s snapshot. The capability
+//! is re-created from the restored timers and records (see [`Restored`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +28,8 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Operator};
-use timely::progress::Antichain;
 use timely::dataflow::StreamVec;
+use timely::progress::Antichain;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::QueryError;
@@ -42,14 +45,18 @@ use crate::checkpointed::OperatorCheckpoint;
 use crate::pending::watermark_of;
 
 /// What a query resumed from a checkpoint gives this worker's instance, besides its state store
-/// (restored into the store before it gets here): the timers, and where the resumed query's
-/// times start. The instance holds a capability at `resume_at` if any timeout was restored
-/// (timeout outputs are stamped at the frontier), else at its earliest event-time timer (never
-/// below `resume_at`), else none.
-pub(super) struct Restored<K> {
+/// (restored into the store before it gets here): the timers, the records that were waiting,
+/// and where the resumed query's times start. The instance holds a capability at `resume_at` if
+/// any timeout was restored (timeout outputs are stamped at the frontier), else at its earliest
+/// waiting record or event-time timer (never below `resume_at`), else none.
+pub(super) struct Restored<K, D> {
     pub(super) timers: Vec<TimerSnapshot<K>>,
+    pub(super) pending: Vec<Keyed<K, D>>,
     pub(super) resume_at: EventTime,
 }
+
+/// A record waiting for the watermark: (key hash, key, record, the time it arrived at).
+type Waiting<K, D> = (u64, K, D, EventTime);
 
 /// The output session of stage 2.
 type Output<'a, O> = OutputBuilderSession<'a, EventTime, CapacityContainerBuilder<Vec<Event<O>>>>;
@@ -62,8 +69,7 @@ pub(super) fn process<'scope, K, D, S, O, F>(
     store: StateStore<K, S>,
     function: F,
     metrics: Arc<OperatorMetrics>,
-    mut checkpoint: Option<OperatorCheckpoint>,
-    restored: Option<Restored<K>>,
+    checkpoint: Option<(OperatorCheckpoint, Option<Restored<K, D>>)>,
 ) -> StreamVec<'scope, EventTime, Event<O>>
 where
     K: StateKey + ExchangeData,
@@ -76,94 +82,109 @@ where
     let ctx = ctx.clone();
     let name = name.to_string();
     let route = Exchange::new(|item: &Keyed<K, D>| item.1);
-    keyed.unary_frontier::<CapacityContainerBuilder<Vec<Event<O>>>, _, _, _>(route, &name.clone(), move |initial, info| {
-        let activator = scope.activator_for(info.address);
-        let mut processor = Processor::new(name, ctx, store, function);
-        let mut held: Option<Capability<EventTime>> = None;
-        if let Some(Restored { timers, resume_at }) = restored {
-            processor.timers = Timers::restore(timers, Instant::now(), SystemTime::now());
-            let at = if processor.timers.any_timeout() {
-                Some(resume_at)
-            } else {
-                processor.timers.next_event_time().map(|at| at.max(resume_at))
-            };
-            held = at.map(|at| initial.delayed(&at));
-        }
-        drop(initial);
-        let mut wake_at: Option<Instant> = None;
-        let mut reported = Reported::default();
-
-        move |(input, frontier), output| {
-            processor.now = Instant::now();
-            input.for_each_time(|cap, data| {
-                if held.as_ref().is_none_or(|h| cap.time() < h.time()) {
-                    held = Some(cap.retain(0));
-                }
-                for batch in data {
-                    processor.stash(batch);
-                }
-            });
-            if processor.failed {
-                held = None;
-                processor.discard();
-                return;
-            }
-
-            let limit = watermark_of(frontier.frontier());
-            if let Some(checkpoint) = checkpoint.as_mut() {
-                // Boundaries the frontier has reached (`{B}` at `B` counts: see the module docs):
-                // act as if the frontier stood exactly there, emit, snapshot every part.
-                let reached = match limit {
-                    Some(at) => Antichain::from_elem(EventTime::from_millis(at.as_millis().saturating_add(1))),
-                    None => Antichain::new(),
+    let (mut checkpoint, restored) = match checkpoint {
+        Some((checkpoint, restored)) => (Some(checkpoint), restored),
+        None => (None, None),
+    };
+    keyed.unary_frontier::<CapacityContainerBuilder<Vec<Event<O>>>, _, _, _>(
+        route,
+        &name.clone(),
+        move |initial, info| {
+            let activator = scope.activator_for(info.address);
+            let mut processor = Processor::new(name, ctx, store, function);
+            let mut held: Option<Capability<EventTime>> = None;
+            if let Some(Restored { timers, mut pending, resume_at }) = restored {
+                processor.timers = Timers::restore(timers, Instant::now(), SystemTime::now());
+                processor.stash(&mut pending, resume_at);
+                let at = if processor.timers.any_timeout() {
+                    Some(resume_at)
+                } else {
+                    [processor.timers.next_event_time(), processor.pending.keys().next().copied()]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .map(|at| at.max(resume_at))
                 };
-                for (epoch, at) in checkpoint.passed_boundaries(reached.borrow()) {
-                    match watermark_of(at.borrow()) {
-                        Some(boundary) => processor.run_to_boundary(boundary),
-                        None => processor.run(None, held.as_ref().map(|h| *h.time())),
-                    }
-                    if processor.failed {
-                        break;
-                    }
-                    processor.emit(held.as_ref(), output, &metrics);
-                    checkpoint.write_store("", epoch, &processor.store);
-                    let timers = processor.timers.snapshot(processor.now, SystemTime::now());
-                    checkpoint.write_bytes("timers", epoch, &timers);
-                }
+                held = at.map(|at| initial.delayed(&at));
             }
-            processor.run(limit, held.as_ref().map(|h| *h.time()));
-            processor.emit(held.as_ref(), output, &metrics);
+            drop(initial);
+            let mut wake_at: Option<Instant> = None;
+            let mut reported = Reported::default();
 
-            // Hold a capability only at or before what may still be emitted.
-            let next = [
-                processor.pending.keys().next().copied(),
-                processor.timers.next_event_time(),
-                if processor.timers.any_timeout() { limit } else { None },
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            match (next, held.as_mut()) {
-                (Some(next), Some(cap)) => {
-                    if next > *cap.time() {
-                        cap.downgrade(&next);
+            move |(input, frontier), output| {
+                processor.now = Instant::now();
+                input.for_each_time(|cap, data| {
+                    if held.as_ref().is_none_or(|h| cap.time() < h.time()) {
+                        held = Some(cap.retain(0));
                     }
+                    for batch in data {
+                        processor.stash(batch, *cap.time());
+                    }
+                });
+                if processor.failed {
+                    held = None;
+                    processor.discard();
+                    return;
                 }
-                _ => held = None,
-            }
 
-            // Wake up for the next processing-time deadline.
-            if limit.is_some() {
-                if let Some(deadline) = processor.timers.next_deadline() {
-                    if wake_at.is_none_or(|w| deadline < w || w <= processor.now) {
-                        activator.activate_after(deadline.saturating_duration_since(Instant::now()));
-                        wake_at = Some(deadline);
+                let limit = watermark_of(frontier.frontier());
+                if let Some(checkpoint) = checkpoint.as_mut() {
+                    // Boundaries the frontier has reached (`{B}` at `B` counts: see the module docs):
+                    // act as if the frontier stood exactly there, emit, snapshot every part.
+                    let reached = match limit {
+                        Some(at) => Antichain::from_elem(EventTime::from_millis(at.as_millis().saturating_add(1))),
+                        None => Antichain::new(),
+                    };
+                    for (epoch, at) in checkpoint.passed_boundaries(reached.borrow()) {
+                        match watermark_of(at.borrow()) {
+                            Some(boundary) => processor.run_to_boundary(boundary),
+                            None => processor.run(None, held.as_ref().map(|h| *h.time())),
+                        }
+                        if processor.failed {
+                            break;
+                        }
+                        processor.emit(held.as_ref(), output, &metrics);
+                        checkpoint.write_store("", epoch, &processor.store);
+                        let timers = processor.timers.snapshot(processor.now, SystemTime::now());
+                        checkpoint.write_bytes("timers", epoch, &timers);
+                        let boundary = watermark_of(at.borrow()).unwrap_or(EventTime::MAX);
+                        checkpoint.write_bytes("pending", epoch, &processor.arrived_before(boundary));
                     }
                 }
+                processor.run(limit, held.as_ref().map(|h| *h.time()));
+                processor.emit(held.as_ref(), output, &metrics);
+
+                // Hold a capability only at or before what may still be emitted.
+                let next = [
+                    processor.pending.keys().next().copied(),
+                    processor.timers.next_event_time(),
+                    if processor.timers.any_timeout() { limit } else { None },
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                match (next, held.as_mut()) {
+                    (Some(next), Some(cap)) => {
+                        if next > *cap.time() {
+                            cap.downgrade(&next);
+                        }
+                    }
+                    _ => held = None,
+                }
+
+                // Wake up for the next processing-time deadline.
+                if limit.is_some() {
+                    if let Some(deadline) = processor.timers.next_deadline() {
+                        if wake_at.is_none_or(|w| deadline < w || w <= processor.now) {
+                            activator.activate_after(deadline.saturating_duration_since(Instant::now()));
+                            wake_at = Some(deadline);
+                        }
+                    }
+                }
+                processor.report(&metrics, &mut reported);
             }
-            processor.report(&metrics, &mut reported);
-        }
-    })
+        },
+    )
 }
 
 /// The state gauges this worker last added to the shared metrics.
@@ -180,8 +201,8 @@ struct Processor<K: StateKey, D, S: StateValue, O, F> {
     function: F,
     store: StateStore<K, S>,
     timers: Timers<K>,
-    /// Records waiting for the watermark, by event time: (key hash, key, record).
-    pending: BTreeMap<EventTime, Vec<(u64, K, D)>>,
+    /// Records waiting for the watermark, by event time.
+    pending: BTreeMap<EventTime, Vec<Waiting<K, D>>>,
     pending_records: usize,
     /// The handle passed to every call.
     state: KeyedState<S>,
@@ -231,18 +252,30 @@ where
         }
     }
 
-    /// Files a batch of records under their event times.
-    fn stash(&mut self, batch: &mut Vec<Keyed<K, D>>) {
+    /// Files a batch of records that arrived at time `arrived` under their event times.
+    fn stash(&mut self, batch: &mut Vec<Keyed<K, D>>, arrived: EventTime) {
         self.pending_records += batch.len();
         let mut records = batch.drain(..).peekable();
         while let Some((time, hash, key, data)) = records.next() {
             let bucket = self.pending.entry(time).or_default();
-            bucket.push((hash, key, data));
+            bucket.push((hash, key, data, arrived));
             // Runs of records with one event time (the common case) share one lookup.
             while let Some((_, hash, key, data)) = records.next_if(|next| next.0 == time) {
-                bucket.push((hash, key, data));
+                bucket.push((hash, key, data, arrived));
             }
         }
+    }
+
+    /// The waiting records that arrived before `boundary`, for a checkpoint: they are before
+    /// their sources' cuts, so no source reads them again.
+    fn arrived_before(&self, boundary: EventTime) -> Vec<(EventTime, u64, &K, &D)> {
+        let mut records = Vec::new();
+        for (time, waiting) in &self.pending {
+            records.extend(
+                waiting.iter().filter(|w| w.3 < boundary).map(|(hash, key, data, _)| (*time, *hash, key, data)),
+            );
+        }
+        records
     }
 
     /// Processes every event time the watermark `limit` has passed (all of them if `None`), and
@@ -330,14 +363,14 @@ where
     }
 
     /// Calls each key of `records` (all at event `time`) once, with its records sorted.
-    fn process_records(&mut self, time: EventTime, mut records: Vec<(u64, K, D)>) {
+    fn process_records(&mut self, time: EventTime, mut records: Vec<Waiting<K, D>>) {
         records.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
         let mut records = records.into_iter().peekable();
-        while let Some((hash, key, data)) = records.next() {
+        while let Some((hash, key, data, _)) = records.next() {
             self.call_records.push(data);
             // Other keys with the same hash (rare): called after this one, each with its records.
             let mut colliding: Vec<(K, D)> = Vec::new();
-            while let Some((_, other, data)) = records.next_if(|next| next.0 == hash) {
+            while let Some((_, other, data, _)) = records.next_if(|next| next.0 == hash) {
                 if other == key {
                     self.call_records.push(data);
                 } else {
@@ -434,7 +467,7 @@ where
         let bytes = if idle {
             0
         } else {
-            let pending = self.pending_records * std::mem::size_of::<(u64, K, D)>();
+            let pending = self.pending_records * std::mem::size_of::<Waiting<K, D>>();
             (self.store.memory_bytes() + self.timers.memory_bytes() + pending as u64) as i64
         };
         metrics.adjust_state(rows - reported.rows, bytes - reported.bytes);
