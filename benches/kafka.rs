@@ -139,6 +139,7 @@ fn pipeline(input: &KafkaInput, output_brokers: &str, delivery: Delivery, worker
             delivery,
             commit_interval: Duration::from_secs(1),
             settings: Vec::new(),
+            epoch_headers: false,
         }),
         late_output: None,
         time_format: weir::jobs::json_fields::TimeFormat::Ms,

@@ -63,6 +63,10 @@ enum Job {
     /// left/right/full outer, left semi or left anti join.
     #[command(disable_help_flag = true)]
     IntervalJoin(cli::interval_join::IntervalJoinArgs),
+    /// Click attribution: join clicks to impressions of the same key at most --within before
+    /// them, keep each impression's first click, count clicked impressions per key and --window.
+    #[command(disable_help_flag = true)]
+    Attribution(cli::attribution::AttributionArgs),
 }
 
 fn main() {
@@ -99,6 +103,7 @@ fn run(command: Command) -> Result<()> {
         Command::Run(Job::Dedup(args)) => cli::dedup::run(args),
         Command::Run(Job::DistinctCount(args)) => cli::distinct_count::run(args),
         Command::Run(Job::IntervalJoin(args)) => cli::interval_join::run(args),
+        Command::Run(Job::Attribution(args)) => cli::attribution::run(args),
         Command::Registry(command) => cli::registry::run(command),
         Command::Kafka(command) => cli::kafka::run(command),
         Command::Debug(command) => cli::debug::run(command),

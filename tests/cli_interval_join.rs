@@ -301,3 +301,35 @@ fn invalid_jobs_fail_with_clear_messages() {
     let error = run_on("/nonexistent/r.jsonl", &["--lower", "0s", "--upper", "5s"]);
     assert!(error.contains("--right") && error.contains("not a readable file"), "{error}");
 }
+
+#[test]
+fn incomplete_inputs_fail_with_clear_messages() {
+    let fails = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(["run", "interval-join", "--lower", "0s", "--upper", "5s"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let error = fails(&["--left", "l.jsonl"]);
+    assert!(error.contains("--source file needs --left FILE and --right FILE"), "{error}");
+    let error = fails(&["--source", "kafka", "--brokers", "127.0.0.1:1", "--left-topic", "a"]);
+    assert!(error.contains("--source kafka needs --left-topic TOPIC and --right-topic TOPIC"), "{error}");
+    let error = fails(&["--source", "kafka", "--brokers", "127.0.0.1:1", "--left-topic", "a", "--right-topic", "a"]);
+    assert!(error.contains("give two different topics"), "{error}");
+    let error = fails(&[
+        "--source",
+        "kafka",
+        "--brokers",
+        "127.0.0.1:1",
+        "--left-topic",
+        "a",
+        "--right-topic",
+        "b",
+        "--topic",
+        "c",
+    ]);
+    assert!(error.contains("--topic does not apply"), "{error}");
+}

@@ -39,6 +39,8 @@ pub struct OperatorCheckpoint {
     next_epoch: u64,
     /// That epoch's boundary, once published.
     next_boundary: Option<EventTime>,
+    /// A boundary at or above every boundary snapshotted so far (the resume point after a restart).
+    snapshotted_up_to: Option<EventTime>,
 }
 
 impl OperatorCheckpoint {
@@ -49,6 +51,7 @@ impl OperatorCheckpoint {
         let this = OperatorCheckpoint {
             next_epoch: live.resumed().map_or(0, |(epoch, _)| epoch + 1),
             next_boundary: None,
+            snapshotted_up_to: live.resumed().map(|(_, at)| at),
             live,
             operator: operator.to_string(),
             worker,
@@ -146,9 +149,33 @@ impl OperatorCheckpoint {
             };
             passed.push((boundary.epoch, at));
             self.next_epoch = boundary.epoch + 1;
+            self.snapshotted_up_to = Some(boundary.boundary);
         }
         self.next_boundary = None;
         passed
+    }
+
+    /// The first boundary this instance has not snapshotted yet, if it is published already.
+    ///
+    /// For operators that apply input as it arrives instead of once their frontier has passed it
+    /// (the interval join): a batch at a time at or after this boundary must wait until the
+    /// boundary is snapshotted. Asking *after* receiving the batch is enough, since a boundary is
+    /// published before any record at or above it exists. Cheap (one atomic load) unless a new
+    /// boundary was published since the last call.
+    pub fn next_boundary(&mut self) -> Option<EventTime> {
+        if self.next_boundary.is_some() {
+            return self.next_boundary;
+        }
+        let highest = self.live.highest_boundary()?;
+        if self.snapshotted_up_to.is_some_and(|done| highest <= done) {
+            return None;
+        }
+        match self.live.boundaries().into_iter().find(|b| b.epoch >= self.next_epoch) {
+            Some(next) => self.next_boundary = Some(next.boundary),
+            // Every boundary published up to `highest` is snapshotted.
+            None => self.snapshotted_up_to = Some(highest),
+        }
+        self.next_boundary
     }
 
     /// Writes part `part` of `epoch` as bincode of `state` and reports it. A failure is logged:

@@ -23,6 +23,15 @@
 //! deduplicated silently: they are counted in `late_rows` and appear on the result's `late`
 //! stream, naming this operator. Dropped duplicates are counted in `duplicates_dropped`, and
 //! `rows_total` is the number of keys held.
+//!
+//! **Checkpoints** (docs/checkpoints.md §2): input waits by timely time until the frontier passes
+//! it. At each boundary `B` the frontier passes, stage 2 applies the input of times before `B`,
+//! decides the records with event times before `B` (their output is before `B`), evicts the keys
+//! `B` is `within` past, and snapshots two parts: the store of each key's last passed time
+//! (`write_store`: bytes for memory, a hard-linked RocksDB checkpoint for RocksDB) and `buffer`:
+//! the records still undecided (read before `B`, event time `>= B`) and the expiry index. Input
+//! at times `>= B` is not in the snapshot: the sources read it again after a restore. A resumed
+//! query restores both and re-creates the output capability at the earliest buffered event time.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -31,9 +40,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Concat, Operator};
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::AntichainRef;
+use timely::progress::Antichain;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::{BuildError, QueryError};
@@ -42,8 +55,9 @@ use weir_runtime::metrics::OperatorMetrics;
 use weir_runtime::state::{StateError, StateStore};
 use weir_runtime::time::EventTime;
 
+use crate::checkpointed::OperatorCheckpoint;
 use crate::late::{relabel_late, split_late, Timed};
-use crate::pending::watermark_of;
+use crate::pending::{watermark_of, Pending};
 use crate::store::open_store;
 
 /// Deduplication on an event stream.
@@ -167,7 +181,7 @@ where
     D: ExchangeData + Ord,
 {
     let worker = events.records.scope().index();
-    let store: StateStore<K, u64> = open_store(ctx, name, worker)?;
+    let mut store: StateStore<K, u64> = open_store(ctx, name, worker)?;
     let state = match within {
         Some(ms) => weir_runtime::plan::StateBound::DedupHorizon(format!(
             "a key is forgotten when the watermark passes its first time + {}",
@@ -183,10 +197,13 @@ where
             .output_mode("append (first record per key)")
             .exchange("records by key"),
     );
-    ctx.checkpoint_unsupported(name, "dedup")?;
+    let checkpoint = OperatorCheckpoint::register(ctx, name, worker, &["", "buffer"]);
+    if let Some(checkpoint) = &checkpoint {
+        checkpoint.restore_store("", &mut store)?;
+    }
     let metrics = ctx.metrics().operator(name);
     let (keyed, operator_late) = key_and_split_late(events.records, name, key_of, &metrics);
-    let records = deduplicate(keyed, ctx.clone(), name, within, store, metrics.clone());
+    let records = deduplicate(keyed, ctx.clone(), name, within, store, metrics.clone(), checkpoint)?;
     let late = relabel_late(events.late, name, metrics).concat(operator_late);
     Ok(EventStream { records, late })
 }
@@ -208,16 +225,181 @@ where
     })
 }
 
+/// Stage 2's in-memory state as a checkpoint holds it (part `buffer`; the keys' last passed
+/// times are the store, part `""`). Generic so it is written from borrows.
+#[derive(Serialize, Deserialize)]
+struct DedupSnapshot<B, E> {
+    /// Records not yet decided (their time is before the boundary, their event time at or after
+    /// it), by event time.
+    buffered: B,
+    /// Bounded dedup: `f + within` -> keys whose state may expire then.
+    expiry: E,
+}
+
+/// What [`DedupSnapshot`] restores to.
+type Restored<K, D> = DedupSnapshot<BTreeMap<u64, Vec<(K, D)>>, BTreeMap<u64, Vec<K>>>;
+
+/// Stage 2's state on one worker.
+struct Stage2<K: ExchangeData + Hash + Eq + Clone, D> {
+    store: StateStore<K, u64>,
+    within: Option<u64>,
+    /// Input batches by time, until the frontier passes it.
+    pending: Pending<Keyed<K, D>>,
+    /// Records not yet decided, by event time (ms). Emptied bucket vectors are kept for reuse.
+    buffered: BTreeMap<u64, Vec<(K, D)>>,
+    spare: Vec<Vec<(K, D)>>,
+    /// A capability at or before the earliest buffered event time, to emit passed records at.
+    buffer_cap: Option<Capability<EventTime>>,
+    /// Bounded dedup: `f + within` -> keys whose state may expire then. An entry is stale once
+    /// its key passed a newer record (which added a later entry); eviction re-checks the state.
+    expiry: BTreeMap<u64, Vec<K>>,
+    /// The records of one key at one event time, when a bucket holds several: the least wins.
+    tied: FxHashMap<K, D>,
+    out: Vec<Event<D>>,
+    // This activation's counters.
+    new_keys: i64,
+    removed: u64,
+    passed: u64,
+    duplicates: u64,
+}
+
+impl<K: ExchangeData + Hash + Eq + Clone, D: ExchangeData + Ord> Stage2<K, D> {
+    /// Applies the input the frontier `upto` has passed, decides the buffered records whose event
+    /// time it has passed, in event-time order, and evicts the keys it is `within` past. Every
+    /// record decided is before `upto`, and so is its output, which makes acting at a checkpoint
+    /// boundary `{B}` the same as at any frontier. An empty `upto` ends the input.
+    fn advance(
+        &mut self,
+        upto: AntichainRef<'_, EventTime>,
+        output: &mut EventOutput<'_, D>,
+    ) -> Result<(), StateError> {
+        while let Some((cap, batches)) = self.pending.pop_complete(upto) {
+            if self.buffer_cap.as_ref().is_none_or(|c| c.time() > cap.time()) {
+                self.buffer_cap = Some(cap);
+            }
+            for mut batch in batches {
+                for (key, event) in batch.drain(..) {
+                    self.buffered
+                        .entry(event.time.as_millis())
+                        .or_insert_with(|| self.spare.pop().unwrap_or_default())
+                        .push((key, event.data));
+                }
+            }
+        }
+        // `None` once the input is exhausted: every buffered record can be decided.
+        let horizon: Option<u64> = watermark_of(upto).map(EventTime::as_millis);
+        let within = self.within;
+        let mut first_time: Option<u64> = None;
+        let mut tie_losers = 0u64;
+        let (store, expiry, out) = (&mut self.store, &mut self.expiry, &mut self.out);
+        let (new_keys, passed, duplicates) = (&mut self.new_keys, &mut self.passed, &mut self.duplicates);
+        // Decides one record at `time` that won its (key, time) tie.
+        let mut decide = |key: K, time: u64, data: D| {
+            let seen = store.get(&key)?.map(|f| *f);
+            if seen.is_some_and(|f| within.is_none_or(|w| time < f.saturating_add(w))) {
+                *duplicates += 1;
+                return Ok(());
+            }
+            if let Some(w) = within {
+                expiry.entry(time.saturating_add(w)).or_default().push(key.clone());
+            }
+            store.put(key, time)?;
+            *new_keys += i64::from(seen.is_none());
+            *passed += 1;
+            out.push(Event::new(EventTime::from_millis(time), data));
+            Ok::<(), StateError>(())
+        };
+        while let Some(entry) = self.buffered.first_entry() {
+            if horizon.is_some_and(|h| *entry.key() >= h) {
+                break;
+            }
+            let (time, mut bucket) = entry.remove_entry();
+            first_time.get_or_insert(time);
+            if bucket.len() == 1 {
+                let (key, data) = bucket.pop().expect("one record");
+                decide(key, time, data)?;
+            } else {
+                for (key, data) in bucket.drain(..) {
+                    match self.tied.entry(key) {
+                        Entry::Occupied(mut least) => {
+                            tie_losers += 1;
+                            if data < *least.get() {
+                                *least.get_mut() = data;
+                            }
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(data);
+                        }
+                    }
+                }
+                for (key, data) in self.tied.drain() {
+                    decide(key, time, data)?;
+                }
+            }
+            if self.spare.len() < 1024 {
+                self.spare.push(bucket);
+            }
+        }
+        self.duplicates += tie_losers;
+        if let Some(time) = first_time.filter(|_| !self.out.is_empty()) {
+            let cap = self.buffer_cap.as_ref().expect("a capability at or before every buffered record");
+            output.session(&cap.delayed(&EventTime::from_millis(time))).give_container(&mut self.out);
+            self.out.clear();
+        }
+        // Evict the keys whose bound the frontier has reached (see the module docs for why
+        // this never changes the result).
+        let limit = horizon.unwrap_or(u64::MAX);
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > limit {
+                break;
+            }
+            let w = within.expect("expiry is only kept for bounded dedup");
+            for key in entry.remove() {
+                let expired = self.store.get(&key)?.is_some_and(|f| f.saturating_add(w) <= limit);
+                if expired {
+                    self.store.remove(&key)?;
+                    self.removed += 1;
+                }
+            }
+        }
+        if horizon.is_none() && within.is_none() && !self.store.is_empty() {
+            // The input has ended: the unbounded state is no longer needed.
+            self.removed += self.store.drain()?.len() as u64;
+        }
+        match self.buffered.keys().next() {
+            Some(&earliest) => {
+                if let Some(cap) = self.buffer_cap.as_mut() {
+                    cap.downgrade(&EventTime::from_millis(earliest));
+                }
+            }
+            None => self.buffer_cap = None,
+        }
+        Ok(())
+    }
+
+    /// Writes epoch `epoch`'s snapshot: the store, then the buffered records and the expiry index.
+    fn snapshot(&self, checkpoint: &OperatorCheckpoint, epoch: u64) {
+        checkpoint.write_store("", epoch, &self.store);
+        checkpoint.write_bytes("buffer", epoch, &DedupSnapshot { buffered: &self.buffered, expiry: &self.expiry });
+    }
+}
+
+/// The passed-records output inside an activation.
+type EventOutput<'a, D> =
+    OutputBuilderSession<'a, EventTime, timely::container::CapacityContainerBuilder<Vec<Event<D>>>>;
+
 /// Stage 2: on the worker that owns each key, buffers records by event time until the frontier
 /// passes it, decides them in event-time order, and evicts keys the frontier is `within` past.
+/// With a checkpoint, it snapshots at every boundary and starts from the restored state.
 fn deduplicate<'scope, D, K>(
     keyed: StreamVec<'scope, EventTime, Keyed<K, D>>,
     ctx: QueryContext,
     name: &str,
     within: Option<u64>,
-    mut store: StateStore<K, u64>,
+    store: StateStore<K, u64>,
     metrics: Arc<OperatorMetrics>,
-) -> StreamVec<'scope, EventTime, Event<D>>
+    mut checkpoint: Option<OperatorCheckpoint>,
+) -> Result<StreamVec<'scope, EventTime, Event<D>>, BuildError>
 where
     K: ExchangeData + Hash + Eq + Clone,
     D: ExchangeData + Ord,
@@ -225,18 +407,41 @@ where
     let route = Exchange::new(|record: &Keyed<K, D>| FxBuildHasher.hash_one(&record.0));
     let key_bytes = (std::mem::size_of::<(K, u64)>() + 16) as i64;
     let operator = name.to_string();
-    keyed.unary_frontier(route, name, move |_capability, _info| {
-        // Records not yet decided, by event time (ms). Emptied bucket vectors are kept for reuse.
-        let mut buffered: BTreeMap<u64, Vec<(K, D)>> = BTreeMap::new();
-        let mut spare: Vec<Vec<(K, D)>> = Vec::new();
-        // A capability at or before the earliest buffered event time, to emit passed records at.
-        let mut buffer_cap: Option<Capability<EventTime>> = None;
-        // Bounded dedup: `f + within` -> keys whose state may expire then. An entry is stale once
-        // its key passed a newer record (which added a later entry); eviction re-checks the state.
-        let mut expiry: BTreeMap<u64, Vec<K>> = BTreeMap::new();
-        // The records of one key at one event time, when a bucket holds several: the least wins.
-        let mut tied: FxHashMap<K, D> = FxHashMap::default();
-        let mut out: Vec<Event<D>> = Vec::new();
+    // A resumed query starts from the buffered records and expiry index of the epoch it resumes
+    // after (the store was restored when it was opened).
+    let restored: Option<(Restored<K, D>, EventTime)> = match &checkpoint {
+        Some(checkpoint) => match (checkpoint.restore_bytes("buffer")?, checkpoint.resume_at()) {
+            (Some(snapshot), Some(resume_at)) => Some((snapshot, resume_at)),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(keyed.unary_frontier(route, name, move |initial, _info| {
+        let restored_keys = store.len() as i64;
+        metrics.adjust_state(restored_keys, restored_keys * key_bytes);
+        let mut stage = Stage2 {
+            store,
+            within,
+            pending: Pending::new(),
+            buffered: BTreeMap::new(),
+            spare: Vec::new(),
+            buffer_cap: None,
+            expiry: BTreeMap::new(),
+            tied: FxHashMap::default(),
+            out: Vec::new(),
+            new_keys: 0,
+            removed: 0,
+            passed: 0,
+            duplicates: 0,
+        };
+        if let Some((snapshot, resume_at)) = restored {
+            if let Some(&earliest) = snapshot.buffered.keys().next() {
+                stage.buffer_cap = Some(initial.delayed(&EventTime::from_millis(earliest).max(resume_at)));
+            }
+            stage.buffered = snapshot.buffered;
+            stage.expiry = snapshot.expiry;
+        }
+        drop(initial);
         let mut failed = false;
 
         move |(input, frontier), output| {
@@ -245,127 +450,39 @@ where
                 return;
             }
             input.for_each_time(|cap, data| {
-                if buffer_cap.as_ref().is_none_or(|c| c.time() > cap.time()) {
-                    buffer_cap = Some(cap.retain(0));
-                }
                 for batch in data {
-                    for (key, event) in batch.drain(..) {
-                        buffered
-                            .entry(event.time.as_millis())
-                            .or_insert_with(|| spare.pop().unwrap_or_default())
-                            .push((key, event.data));
-                    }
+                    stage.pending.stash(&cap, batch);
                 }
             });
-            // `None` once the input is exhausted: every buffered record can be decided.
-            let horizon: Option<u64> = watermark_of(frontier.frontier()).map(EventTime::as_millis);
-            let (mut new_keys, mut removed, mut passed, mut duplicates) = (0i64, 0u64, 0u64, 0u64);
-
+            let real: Antichain<EventTime> = frontier.frontier().to_owned();
             let outcome = (|| -> Result<(), StateError> {
-                let mut first_time: Option<u64> = None;
-                let mut tie_losers = 0u64;
-                // Decides one record at `time` that won its (key, time) tie.
-                let mut decide = |key: K, time: u64, data: D, store: &mut StateStore<K, u64>| {
-                    let seen = store.get(&key)?.map(|f| *f);
-                    if seen.is_some_and(|f| within.is_none_or(|w| time < f.saturating_add(w))) {
-                        duplicates += 1;
-                        return Ok(());
-                    }
-                    if let Some(w) = within {
-                        expiry.entry(time.saturating_add(w)).or_default().push(key.clone());
-                    }
-                    store.put(key, time)?;
-                    new_keys += i64::from(seen.is_none());
-                    passed += 1;
-                    out.push(Event::new(EventTime::from_millis(time), data));
-                    Ok::<(), StateError>(())
-                };
-                while let Some(entry) = buffered.first_entry() {
-                    if horizon.is_some_and(|h| *entry.key() >= h) {
-                        break;
-                    }
-                    let (time, mut bucket) = entry.remove_entry();
-                    first_time.get_or_insert(time);
-                    if bucket.len() == 1 {
-                        let (key, data) = bucket.pop().expect("one record");
-                        decide(key, time, data, &mut store)?;
-                    } else {
-                        for (key, data) in bucket.drain(..) {
-                            match tied.entry(key) {
-                                Entry::Occupied(mut least) => {
-                                    tie_losers += 1;
-                                    if data < *least.get() {
-                                        *least.get_mut() = data;
-                                    }
-                                }
-                                Entry::Vacant(slot) => {
-                                    slot.insert(data);
-                                }
-                            }
-                        }
-                        for (key, data) in tied.drain() {
-                            decide(key, time, data, &mut store)?;
-                        }
-                    }
-                    if spare.len() < 1024 {
-                        spare.push(bucket);
+                // Checkpoint boundaries the frontier has passed: decide and evict as if the
+                // frontier stood exactly at each, snapshot, then go on (docs/checkpoints.md §2).
+                if let Some(checkpoint) = &mut checkpoint {
+                    for (epoch, at) in checkpoint.passed_boundaries(real.borrow()) {
+                        stage.advance(at.borrow(), output)?;
+                        stage.snapshot(checkpoint, epoch);
                     }
                 }
-                duplicates += tie_losers;
-                if let Some(time) = first_time.filter(|_| !out.is_empty()) {
-                    let cap = buffer_cap.as_ref().expect("a capability at or before every buffered record");
-                    output.session(&cap.delayed(&EventTime::from_millis(time))).give_container(&mut out);
-                    out.clear();
-                }
-                // Evict the keys whose bound the frontier has reached (see the module docs for why
-                // this never changes the result).
-                let limit = horizon.unwrap_or(u64::MAX);
-                while let Some(entry) = expiry.first_entry() {
-                    if *entry.key() > limit {
-                        break;
-                    }
-                    let w = within.expect("expiry is only kept for bounded dedup");
-                    for key in entry.remove() {
-                        let expired = store.get(&key)?.is_some_and(|f| f.saturating_add(w) <= limit);
-                        if expired {
-                            store.remove(&key)?;
-                            removed += 1;
-                        }
-                    }
-                }
-                Ok(())
+                stage.advance(real.borrow(), output)
             })();
             if let Err(error) = outcome {
                 ctx.fail(QueryError::State { operator: operator.clone(), message: error.to_string() });
                 failed = true;
-                buffered.clear();
-            }
-            if horizon.is_none() && within.is_none() && !store.is_empty() {
-                // The input has ended: the unbounded state is no longer needed.
-                match store.drain() {
-                    Ok(keys) => removed += keys.len() as u64,
-                    Err(error) => {
-                        ctx.fail(QueryError::State { operator: operator.clone(), message: error.to_string() })
-                    }
-                }
-            }
-            match buffered.keys().next() {
-                Some(&earliest) => {
-                    if let Some(cap) = buffer_cap.as_mut() {
-                        cap.downgrade(&EventTime::from_millis(earliest));
-                    }
-                }
-                None => buffer_cap = None,
+                stage.buffered.clear();
+                stage.buffer_cap = None;
+                stage.pending = Pending::new();
             }
 
-            let rows = new_keys - removed as i64;
+            let rows = stage.new_keys - stage.removed as i64;
             metrics.adjust_state(rows, rows * key_bytes);
-            OperatorMetrics::add(&metrics.rows_updated, passed);
-            OperatorMetrics::add(&metrics.rows_out, passed);
-            OperatorMetrics::add(&metrics.rows_removed, removed);
-            OperatorMetrics::add(&metrics.duplicates_dropped, duplicates);
+            OperatorMetrics::add(&metrics.rows_updated, stage.passed);
+            OperatorMetrics::add(&metrics.rows_out, stage.passed);
+            OperatorMetrics::add(&metrics.rows_removed, stage.removed);
+            OperatorMetrics::add(&metrics.duplicates_dropped, stage.duplicates);
+            (stage.new_keys, stage.removed, stage.passed, stage.duplicates) = (0, 0, 0, 0);
         }
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //!
 //! **Output times.** A matched pair carries `max(l.time, r.time)`; a padded row, a semi row and an
 //! anti row carry their own row's time. Every output record's event time is at or after the timely
-//! time it is emitted at, so the output is an on-time [`EventStream`] for a downstream window.
+//! time it is emitted at (except as said under *Checkpoints* below), so the output is an on-time
+//! [`EventStream`] for a downstream window.
 //! Pairs are emitted at the stamp of the batch that completed them. Rows emitted later (padded,
 //! semi, anti) need a capability at or before their time: the operator holds one at the earliest
 //! buffered row of each side that may still be emitted (left rows for left outer, full outer, semi
@@ -34,6 +35,23 @@
 //! emitted again), earlier than eviction. On RocksDB a key's rows are one value, read and
 //! rewritten whole when a row of the key arrives, so keys with very many rows in the time
 //! interval are slow there.
+//!
+//! **Checkpoints** (`docs/checkpoints.md` §2). The join applies input as it arrives, not once its
+//! frontier has passed it, so in a query that checkpoints a batch at or after the next boundary
+//! `B` not snapshotted yet waits (it is not applied) until the snapshot at `B` is written. Each
+//! input's frontier counts, for eviction, only as far as the input is applied: clamped to `B`.
+//! When both input frontiers have passed `B`, the join acts exactly as if both stood at `{B}`:
+//! it applies the waiting batches before `B`, evicts left rows below `B - upper` and right rows
+//! below `B + lower` (emitting their padded / anti rows), moves the capability it holds for rows
+//! emitted later up to `B`, and writes both stores (`write_store`: RocksDB checkpoints of hard
+//! links, or bytes) and the held capability's time; then it goes on with the real frontiers.
+//! Batches at `B` or later are not in the snapshot (the sources read them again after a restart).
+//! So that rows evicted before the snapshot at `B` are emitted below `B`, the held capability
+//! stays below the applied frontier between snapshots. On recovery both stores are restored, the
+//! eviction index is rebuilt from them, and the held capability is re-created at the resume
+//! boundary. One consequence: a padded, semi or anti row of a row buffered across a boundary is
+//! emitted at or after that boundary, after its own event time (which a downstream event-time
+//! operator would count as late); pairs are unaffected.
 //!
 //! **Late records.** A record whose event time is below its batch's stamp is late for the join: it
 //! is counted and routed to the late output of its side, and joined with nothing (an earlier row
@@ -51,9 +69,11 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::{Capability, Concat, InputCapability};
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
+use timely::dataflow::operators::{Capability, CapabilityTrait, Concat, InputCapability};
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::AntichainRef;
+use timely::progress::Antichain;
 use timely::ExchangeData;
 use weir_runtime::context::QueryContext;
 use weir_runtime::error::{BuildError, QueryError};
@@ -62,9 +82,10 @@ use weir_runtime::metrics::OperatorMetrics;
 use weir_runtime::state::{StateError, StateKey, StateStore, StateValue};
 use weir_runtime::time::{parse_signed_duration, DurationParseError, EventTime};
 
+use crate::checkpointed::OperatorCheckpoint;
 use crate::join_type::JoinType;
 use crate::late::relabel_late;
-use crate::pending::watermark_of;
+use crate::pending::{watermark_of, Pending};
 
 /// A signed offset from a left row's event time, in milliseconds: the bounds of an interval join
 /// (`-5s` is "5 seconds before").
@@ -157,9 +178,10 @@ impl<L, R> JoinedRow<L, R> {
 pub struct Joined<'scope, L: 'static, R: 'static> {
     /// The joined rows, each with its event time (a pair: the later of its two rows' times; a
     /// padded, semi or anti row: its own row's time), never before the timely time it is emitted
-    /// at. `rows.late` carries nothing: the join consumes the late records of its inputs and
-    /// reports them on `late_left` and `late_right`, so `rows` can feed another event-time
-    /// operator directly.
+    /// at (in a query that checkpoints, a padded, semi or anti row of a row buffered across a
+    /// boundary is the exception: it is emitted at or after that boundary). `rows.late` carries
+    /// nothing: the join consumes the late records of its inputs and reports them on `late_left`
+    /// and `late_right`, so `rows` can feed another event-time operator directly.
     pub rows: EventStream<'scope, JoinedRow<L, R>>,
     /// Left records that were late (at their source partition, or for this join), naming the join.
     pub late_left: StreamVec<'scope, EventTime, LateRecord<L>>,
@@ -378,6 +400,9 @@ impl Bounds {
 struct Bound(Option<EventTime>);
 
 impl Bound {
+    /// Evicts no row.
+    const NOTHING: Bound = Bound(Some(EventTime::MIN));
+
     fn of(limit: Option<i128>) -> Self {
         match limit {
             None => Bound(None),
@@ -553,6 +578,8 @@ impl<K: StateKey, T: StateValue> Side<K, T> {
 }
 
 type Output<D> = OutputBuilder<EventTime, CapacityContainerBuilder<Vec<D>>>;
+/// The activated output of joined rows.
+type RowsSession<'a, L, R> = OutputBuilderSession<'a, EventTime, CapacityContainerBuilder<Vec<Event<JoinedRow<L, R>>>>>;
 
 /// Port of the joined rows; the late outputs follow.
 const ROWS: usize = 0;
@@ -574,6 +601,369 @@ macro_rules! give_counted {
 /// join can produce N times its size).
 const FLUSH_ROWS: usize = 16_384;
 
+/// What an interval join writes to a checkpoint besides its two stores (parts `left` and
+/// `right`): the time of the capability it holds for rows emitted later (padded, semi and anti
+/// rows), re-created at `max(held, resume_at)` on recovery. The stores' eviction index is not
+/// written: it is rebuilt from the restored rows.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct JoinSnapshot {
+    held: Option<EventTime>,
+}
+
+/// A capability of an input batch (as it arrives, or kept while it waits for a checkpoint) from
+/// which the joined-rows output's capabilities are derived.
+trait RowsCapability: CapabilityTrait<EventTime> {
+    fn rows_at(&self, time: &EventTime) -> Capability<EventTime>;
+}
+
+impl RowsCapability for InputCapability<EventTime> {
+    fn rows_at(&self, time: &EventTime) -> Capability<EventTime> {
+        self.delayed(time, ROWS)
+    }
+}
+
+impl RowsCapability for Capability<EventTime> {
+    fn rows_at(&self, time: &EventTime) -> Capability<EventTime> {
+        self.delayed(time)
+    }
+}
+
+/// Row counts of one activation, for the metrics.
+#[derive(Default)]
+struct Counts {
+    inserted_left: i64,
+    inserted_right: i64,
+    removed_left: i64,
+    removed_right: i64,
+    emitted: u64,
+}
+
+/// One worker's join: both sides' rows, the capability held for rows emitted later, and the
+/// logic applied to input batches and at eviction.
+struct Core<K: StateKey, L: StateValue, R: StateValue> {
+    lefts: Side<K, L>,
+    rights: Side<K, R>,
+    left_key: Rc<dyn Fn(&L) -> K>,
+    right_key: Rc<dyn Fn(&R) -> K>,
+    bounds: Bounds,
+    join_type: JoinType,
+    /// A capability at or before every buffered row that may still be emitted (see the module
+    /// docs), and, when the query checkpoints, below the next boundary (see `settle_held`).
+    held: Option<Capability<EventTime>>,
+    checkpointing: bool,
+    now: Vec<Event<JoinedRow<L, R>>>,
+    later: Vec<Event<JoinedRow<L, R>>>,
+    counts: Counts,
+}
+
+impl<K: StateKey, L: StateValue, R: StateValue> Core<K, L, R> {
+    fn emits_left_later(&self) -> bool {
+        self.join_type.emits_unmatched_left() || self.join_type == JoinType::LeftSemi
+    }
+
+    fn emits_right_later(&self) -> bool {
+        self.join_type.emits_unmatched_right()
+    }
+
+    /// The eviction bounds of both sides for these input frontiers (`None`: ended).
+    fn eviction_bounds(&self, left_frontier: Option<EventTime>, right_frontier: Option<EventTime>) -> (Bound, Bound) {
+        (self.bounds.left_eviction_bound(right_frontier), self.bounds.right_eviction_bound(left_frontier))
+    }
+
+    /// Holds a capability for a row at `time` that may be emitted later, from its batch's `cap`:
+    /// at the row's time, or, when checkpointing, at the batch's time (below the next boundary).
+    fn hold<C: RowsCapability>(&mut self, cap: &C, time: EventTime) {
+        let at = if self.checkpointing { *cap.time() } else { time };
+        if self.held.as_ref().is_none_or(|h| *h.time() > at) {
+            self.held = Some(cap.rows_at(&at));
+        }
+    }
+
+    fn flush_now<C: RowsCapability>(&mut self, cap: &C, rows: &mut RowsSession<'_, L, R>) {
+        give_counted!(rows, cap, self.now, self.counts.emitted);
+    }
+
+    /// Joins on-time left rows stamped at `cap` with the buffered right rows, then buffers them
+    /// (or settles them now if `left_bound` says no right row still to come can match).
+    fn join_left<C: RowsCapability>(
+        &mut self,
+        cap: &C,
+        batch: &mut Vec<Event<L>>,
+        left_bound: Bound,
+        rows: &mut RowsSession<'_, L, R>,
+    ) -> Result<(), StateError> {
+        let (join_type, bounds) = (self.join_type, self.bounds);
+        let keep_right_flags = join_type.emits_unmatched_right();
+        let emits_left_later = self.emits_left_later();
+        for event in batch.drain(..) {
+            if self.now.len() >= FLUSH_ROWS {
+                self.flush_now(cap, rows);
+            }
+            let (time, row) = (event.time, event.data);
+            let key = (self.left_key)(&row);
+            // Join with the buffered right rows.
+            let mut matched = false;
+            let now = &mut self.now;
+            if keep_right_flags {
+                self.rights.update(&key, |rights| {
+                    for r in rights.iter_mut().filter(|r| bounds.matches(time, r.time)) {
+                        r.matched = true;
+                        matched = true;
+                        now.push(pair(&row, &r.row, time, r.time));
+                    }
+                })?;
+            } else if let Some(found) = self.rights.store.get(&key)? {
+                for r in found.rows.iter() {
+                    if bounds.matches(time, r.time) {
+                        matched = true;
+                        if join_type.emits_pairs() {
+                            now.push(pair(&row, &r.row, time, r.time));
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            if matched && join_type.left_rows_only() {
+                // Semi: emitted once, now; anti: never. Neither needs the row again.
+                if join_type == JoinType::LeftSemi {
+                    self.now.push(Event::new(time, JoinedRow::left_only(row)));
+                }
+                continue;
+            }
+            if left_bound.evicts(time) {
+                // No right row still to come can match it: settle it now, unbuffered.
+                if !matched && join_type.emits_unmatched_left() {
+                    self.now.push(Event::new(time, JoinedRow::left_only(row)));
+                }
+                continue;
+            }
+            if emits_left_later {
+                self.hold(cap, time);
+            }
+            self.lefts.insert(key, Buffered { time, matched, row })?;
+            self.counts.inserted_left += 1;
+        }
+        self.flush_now(cap, rows);
+        Ok(())
+    }
+
+    /// Joins on-time right rows stamped at `cap` with the buffered left rows, then buffers them
+    /// (or settles them now if `right_bound` says no left row still to come can match).
+    fn join_right<C: RowsCapability>(
+        &mut self,
+        cap: &C,
+        batch: &mut Vec<Event<R>>,
+        right_bound: Bound,
+        rows: &mut RowsSession<'_, L, R>,
+    ) -> Result<(), StateError> {
+        let (join_type, bounds) = (self.join_type, self.bounds);
+        let keep_left_flags = join_type.emits_unmatched_left();
+        let emits_right_later = self.emits_right_later();
+        for event in batch.drain(..) {
+            if self.now.len() >= FLUSH_ROWS {
+                self.flush_now(cap, rows);
+            }
+            let (time, row) = (event.time, event.data);
+            let key = (self.right_key)(&row);
+            let mut matched = false;
+            let (now, later, removed_left) = (&mut self.now, &mut self.later, &mut self.counts.removed_left);
+            match join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti => {
+                    self.lefts.update(&key, |lefts| {
+                        // Each matching left row is settled: semi emits it (its first match),
+                        // anti drops it. Either way it leaves the state.
+                        let mut index = 0;
+                        while index < lefts.len() {
+                            if bounds.matches(lefts[index].time, time) {
+                                let l = lefts.swap_remove(index);
+                                matched = true;
+                                *removed_left += 1;
+                                if join_type == JoinType::LeftSemi {
+                                    later.push(Event::new(l.time, JoinedRow::left_only(l.row)));
+                                }
+                            } else {
+                                index += 1;
+                            }
+                        }
+                    })?;
+                }
+                _ if keep_left_flags => {
+                    self.lefts.update(&key, |lefts| {
+                        for l in lefts.iter_mut().filter(|l| bounds.matches(l.time, time)) {
+                            l.matched = true;
+                            matched = true;
+                            now.push(pair(&l.row, &row, l.time, time));
+                        }
+                    })?;
+                }
+                _ => {
+                    if let Some(found) = self.lefts.store.get(&key)? {
+                        for l in found.rows.iter() {
+                            if bounds.matches(l.time, time) {
+                                matched = true;
+                                now.push(pair(&l.row, &row, l.time, time));
+                            }
+                        }
+                    }
+                }
+            }
+            if right_bound.evicts(time) {
+                if !matched && join_type.emits_unmatched_right() {
+                    self.now.push(Event::new(time, JoinedRow::right_only(row)));
+                }
+                continue;
+            }
+            if emits_right_later {
+                self.hold(cap, time);
+            }
+            self.rights.insert(key, Buffered { time, matched, row })?;
+            self.counts.inserted_right += 1;
+        }
+        self.flush_now(cap, rows);
+        Ok(())
+    }
+
+    /// Evicts what the bounds say can no longer match, and emits the padded / anti rows of the
+    /// evicted rows that never matched (and the semi rows found since the last call) at the held
+    /// capability.
+    fn evict(
+        &mut self,
+        left_bound: Bound,
+        right_bound: Bound,
+        rows: &mut RowsSession<'_, L, R>,
+    ) -> Result<(), StateError> {
+        let join_type = self.join_type;
+        let later = &mut self.later;
+        let evicted = self.lefts.evict(left_bound, |l| {
+            if !l.matched && join_type.emits_unmatched_left() {
+                later.push(Event::new(l.time, JoinedRow::left_only(l.row)));
+            }
+        })?;
+        self.counts.removed_left += evicted as i64;
+        let evicted = self.rights.evict(right_bound, |r| {
+            if !r.matched && join_type.emits_unmatched_right() {
+                later.push(Event::new(r.time, JoinedRow::right_only(r.row)));
+            }
+        })?;
+        self.counts.removed_right += evicted as i64;
+        if !self.later.is_empty() {
+            let cap = self.held.as_ref().expect("a held capability for every buffered row that may be emitted");
+            give_counted!(rows, cap, self.later, self.counts.emitted);
+        }
+        Ok(())
+    }
+
+    /// Moves the held capability up to the earliest buffered row that may still be emitted (or
+    /// drops it when there is none), never above `ceiling` nor below `floor` (both only when
+    /// checkpointing: below the next boundary, at or above the last one snapshotted).
+    fn settle_held(&mut self, ceiling: Option<EventTime>, floor: Option<EventTime>) {
+        let earliest = [
+            self.emits_left_later().then(|| self.lefts.earliest()),
+            self.emits_right_later().then(|| self.rights.earliest()),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .min();
+        let Some(mut target) = earliest else {
+            self.held = None;
+            return;
+        };
+        if self.checkpointing {
+            if let Some(ceiling) = ceiling {
+                target = target.min(ceiling);
+            }
+            if let Some(floor) = floor {
+                target = target.max(floor);
+            }
+        }
+        if let Some(cap) = self.held.as_mut() {
+            if target > *cap.time() {
+                cap.downgrade(&target);
+            }
+        }
+    }
+
+    /// Applies the waiting batches before `upto` and evicts as if both input frontiers stood at
+    /// `watermark` (`upto`'s time; `None` once every input has ended).
+    fn catch_up(
+        &mut self,
+        upto: AntichainRef<'_, EventTime>,
+        watermarks: (Option<EventTime>, Option<EventTime>),
+        waiting: &mut (Pending<Event<L>>, Pending<Event<R>>),
+        rows: &mut RowsSession<'_, L, R>,
+    ) -> Result<(), StateError> {
+        // The waiting batches are buffered without settling any row on the way: the other side's
+        // waiting rows before `upto` are applied after them, and may match them. The eviction
+        // after settles what the bounds allow.
+        while let Some((cap, batches)) = waiting.0.pop_complete(upto) {
+            for mut batch in batches {
+                self.join_left(&cap, &mut batch, Bound::NOTHING, rows)?;
+            }
+        }
+        while let Some((cap, batches)) = waiting.1.pop_complete(upto) {
+            for mut batch in batches {
+                self.join_right(&cap, &mut batch, Bound::NOTHING, rows)?;
+            }
+        }
+        let (left_bound, right_bound) = self.eviction_bounds(watermarks.0, watermarks.1);
+        self.evict(left_bound, right_bound, rows)
+    }
+}
+
+/// Moves the records of `batch` that are behind its stamp to `late` (they are late for the join).
+fn split_late<D>(batch: &mut Vec<Event<D>>, stamp: EventTime, late: &mut Vec<LateRecord<D>>, name: &str) {
+    if !batch.iter().any(|event| event.time < stamp) {
+        return;
+    }
+    let mut on_time = Vec::with_capacity(batch.len());
+    for event in batch.drain(..) {
+        if event.time < stamp {
+            late.push(LateRecord::new(event.data, event.time, stamp, name));
+        } else {
+            on_time.push(event);
+        }
+    }
+    *batch = on_time;
+}
+
+/// An input frontier as far as the join has applied that input: `frontier`, but never beyond
+/// `boundary`, the next checkpoint boundary not snapshotted yet (input at or after it waits).
+fn clamp(frontier: Option<EventTime>, boundary: Option<EventTime>) -> Option<EventTime> {
+    match (frontier, boundary) {
+        (_, None) => frontier,
+        (_, Some(EventTime::MAX)) => frontier,
+        (None, Some(boundary)) => Some(boundary),
+        (Some(frontier), Some(boundary)) => Some(frontier.min(boundary)),
+    }
+}
+
+/// Restores a side from the checkpoint part `part`, rebuilds its eviction index and returns its
+/// row count.
+fn restore_side<K: StateKey, T: StateValue>(
+    checkpoint: &OperatorCheckpoint,
+    part: &str,
+    side: &mut Side<K, T>,
+) -> Result<i64, BuildError> {
+    checkpoint.restore_store(part, &mut side.store)?;
+    let mut rows = 0i64;
+    let by_time = &mut side.by_time;
+    side.store
+        .for_each(|key, value| {
+            rows += value.rows.len() as i64;
+            by_time.entry(value.indexed_at).or_default().push(key.clone());
+        })
+        .map_err(|error| {
+            BuildError::invalid(
+                format!("checkpointed state of operator {} ({part} side)", checkpoint.part_name(part)),
+                error.to_string(),
+                "restart with --reset-checkpoint to start over",
+            )
+        })?;
+    Ok(rows)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build<'scope, L, R, K>(
     left: EventStream<'scope, L>,
@@ -593,10 +983,27 @@ where
     let scope = left.records.scope();
     let worker = scope.index();
     ctx.plan().record(join_plan(name, bounds, join_type));
-    ctx.checkpoint_unsupported(name, "interval join")?;
     let metrics = ctx.metrics().operator(name);
     let mut lefts: Side<K, L> = Side::open(ctx, name, "left", worker)?;
     let mut rights: Side<K, R> = Side::open(ctx, name, "right", worker)?;
+    let left_bytes = (std::mem::size_of::<Buffered<L>>() + std::mem::size_of::<K>() + 8) as i64;
+    let right_bytes = (std::mem::size_of::<Buffered<R>>() + std::mem::size_of::<K>() + 8) as i64;
+
+    // Checkpoints (docs/checkpoints.md §2): both stores, and the held capability's time. A query
+    // resumed from a checkpoint starts with this worker's rows as they were at its boundary.
+    let mut checkpoint = OperatorCheckpoint::register(ctx, name, worker, &["", "left", "right"]);
+    let mut restored_held: Option<EventTime> = None;
+    let mut floor: Option<EventTime> = None;
+    if let Some(checkpoint) = &checkpoint {
+        if let Some(resume_at) = checkpoint.resume_at() {
+            let left_rows = restore_side(checkpoint, "left", &mut lefts)?;
+            let right_rows = restore_side(checkpoint, "right", &mut rights)?;
+            metrics.adjust_state(left_rows + right_rows, left_rows * left_bytes + right_rows * right_bytes);
+            let snapshot: JoinSnapshot = checkpoint.restore_bytes("")?.unwrap_or_default();
+            restored_held = snapshot.held.map(|held| held.max(resume_at));
+            floor = Some(resume_at);
+        }
+    }
 
     let mut builder = OperatorBuilder::new(name.to_string(), scope);
     let route_left = left_key.clone();
@@ -619,266 +1026,155 @@ where
     let op_name = name.to_string();
     let op_metrics = metrics.clone();
     let ctx = ctx.clone();
-    let left_bytes = (std::mem::size_of::<Buffered<L>>() + std::mem::size_of::<K>() + 8) as i64;
-    let right_bytes = (std::mem::size_of::<Buffered<R>>() + std::mem::size_of::<K>() + 8) as i64;
-    let (keep_left_flags, keep_right_flags) = (join_type.emits_unmatched_left(), join_type.emits_unmatched_right());
-    let emits_left_later = join_type.emits_unmatched_left() || join_type == JoinType::LeftSemi;
-    let emits_right_later = join_type.emits_unmatched_right();
 
-    builder.build(move |_initial_capabilities| {
+    builder.build(move |initial_capabilities| {
         let name = op_name;
         let metrics = op_metrics;
-        // A capability at or before every buffered row that may still be emitted (see the module docs).
-        let mut held: Option<Capability<EventTime>> = None;
+        let mut core = Core {
+            lefts,
+            rights,
+            left_key,
+            right_key,
+            bounds,
+            join_type,
+            held: restored_held.map(|time| initial_capabilities[ROWS].delayed(&time)),
+            checkpointing: checkpoint.is_some(),
+            now: Vec::new(),
+            later: Vec::new(),
+            counts: Counts::default(),
+        };
+        drop(initial_capabilities);
         let mut failed = false;
-        let mut now: Vec<Event<JoinedRow<L, R>>> = Vec::new();
-        let mut later: Vec<Event<JoinedRow<L, R>>> = Vec::new();
+        // Batches at or after a checkpoint boundary not snapshotted yet wait here until it is.
+        let mut waiting: (Pending<Event<L>>, Pending<Event<R>>) = (Pending::new(), Pending::new());
         let mut late_l: Vec<LateRecord<L>> = Vec::new();
         let mut late_r: Vec<LateRecord<R>> = Vec::new();
 
         move |frontiers| {
-            let left_frontier = watermark_of(frontiers[0].frontier());
-            let right_frontier = watermark_of(frontiers[1].frontier());
-            let left_bound = bounds.left_eviction_bound(right_frontier);
-            let right_bound = bounds.right_eviction_bound(left_frontier);
             let mut rows_handle = rows_out.activate();
             let mut late_left_handle = late_left_out.activate();
             let mut late_right_handle = late_right_out.activate();
-            let (mut rows_in, mut inserted_left, mut inserted_right, mut removed_left, mut removed_right) =
-                (0u64, 0i64, 0i64, 0i64, 0i64);
-            let (mut late_count, mut emitted) = (0u64, 0u64);
-
             if failed {
                 left_input.for_each_time(|_, _| {});
                 right_input.for_each_time(|_, _| {});
                 return;
             }
+            let (mut rows_in, mut late_count) = (0u64, 0u64);
             let mut failure: Option<StateError> = None;
+            core.counts = Counts::default();
 
-            // Lowers the held capability to `time` if needed (rarely: only for a row earlier than
-            // every row buffered before it).
-            let hold = |held: &mut Option<Capability<EventTime>>, cap: &InputCapability<EventTime>, time: EventTime| {
-                if held.as_ref().is_none_or(|h| *h.time() > time) {
-                    *held = Some(cap.delayed(&time, ROWS));
-                }
-            };
+            // Each input's frontier, and as far as the join applies it now: input at or after
+            // the next boundary not snapshotted yet waits for that snapshot.
+            let left_frontier = watermark_of(frontiers[0].frontier());
+            let right_frontier = watermark_of(frontiers[1].frontier());
+            let first_boundary = checkpoint.as_mut().and_then(|c| c.next_boundary());
+            let (left_bound, right_bound) =
+                core.eviction_bounds(clamp(left_frontier, first_boundary), clamp(right_frontier, first_boundary));
 
             left_input.for_each_time(|cap, data| {
                 let stamp = *cap.time();
+                // Asked after the batch arrived: a boundary at or below its time is published.
+                let wait = checkpoint.as_mut().and_then(|c| c.next_boundary()).is_some_and(|b| stamp >= b);
                 for batch in data {
                     rows_in += batch.len() as u64;
-                    for event in batch.drain(..) {
-                        if failure.is_some() {
-                            break;
-                        }
-                        if now.len() >= FLUSH_ROWS {
-                            give_counted!(rows_handle, &cap, now, emitted);
-                        }
-                        if event.time < stamp {
-                            late_l.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
-                            continue;
-                        }
-                        let (time, row) = (event.time, event.data);
-                        let key = left_key(&row);
-                        // Join with the buffered right rows.
-                        let mut matched = false;
-                        let probe = if keep_right_flags {
-                            rights
-                                .update(&key, |rights| {
-                                    for r in rights.iter_mut().filter(|r| bounds.matches(time, r.time)) {
-                                        r.matched = true;
-                                        matched = true;
-                                        now.push(pair(&row, &r.row, time, r.time));
-                                    }
-                                })
-                                .map(drop)
-                        } else {
-                            rights.store.get(&key).map(|found| {
-                                for r in found.iter().flat_map(|rs| rs.rows.iter()) {
-                                    if bounds.matches(time, r.time) {
-                                        matched = true;
-                                        if join_type.emits_pairs() {
-                                            now.push(pair(&row, &r.row, time, r.time));
-                                        } else {
-                                            break;
-                                        }
-                                    }
-                                }
-                            })
-                        };
-                        if let Err(error) = probe {
-                            failure = Some(error);
-                            break;
-                        }
-                        if matched && join_type.left_rows_only() {
-                            // Semi: emitted once, now; anti: never. Neither needs the row again.
-                            if join_type == JoinType::LeftSemi {
-                                now.push(Event::new(time, JoinedRow::left_only(row)));
-                            }
-                            continue;
-                        }
-                        if left_bound.evicts(time) {
-                            // No right row still to come can match it: settle it now, unbuffered.
-                            if !matched && join_type.emits_unmatched_left() {
-                                now.push(Event::new(time, JoinedRow::left_only(row)));
-                            }
-                            continue;
-                        }
-                        if emits_left_later {
-                            hold(&mut held, &cap, time);
-                        }
-                        if let Err(error) = lefts.insert(key, Buffered { time, matched, row }) {
-                            failure = Some(error);
-                            break;
-                        }
-                        inserted_left += 1;
+                    split_late(batch, stamp, &mut late_l, &name);
+                    if failure.is_some() || batch.is_empty() {
+                        continue;
+                    }
+                    if wait {
+                        waiting.0.stash(&cap, batch);
+                    } else if let Err(error) = core.join_left(&cap, batch, left_bound, &mut rows_handle) {
+                        failure = Some(error);
                     }
                 }
-                give_counted!(rows_handle, &cap, now, emitted);
                 give_counted!(late_left_handle, &cap, late_l, late_count);
             });
-
             right_input.for_each_time(|cap, data| {
                 let stamp = *cap.time();
+                let wait = checkpoint.as_mut().and_then(|c| c.next_boundary()).is_some_and(|b| stamp >= b);
                 for batch in data {
                     rows_in += batch.len() as u64;
-                    for event in batch.drain(..) {
-                        if failure.is_some() {
-                            break;
-                        }
-                        if now.len() >= FLUSH_ROWS {
-                            give_counted!(rows_handle, &cap, now, emitted);
-                        }
-                        if event.time < stamp {
-                            late_r.push(LateRecord::new(event.data, event.time, stamp, name.as_str()));
-                            continue;
-                        }
-                        let (time, row) = (event.time, event.data);
-                        let key = right_key(&row);
-                        let mut matched = false;
-                        let probe = match join_type {
-                            JoinType::LeftSemi | JoinType::LeftAnti => lefts
-                                .update(&key, |lefts| {
-                                    // Each matching left row is settled: semi emits it (its first
-                                    // match), anti drops it. Either way it leaves the state.
-                                    let mut index = 0;
-                                    while index < lefts.len() {
-                                        if bounds.matches(lefts[index].time, time) {
-                                            let l = lefts.swap_remove(index);
-                                            matched = true;
-                                            removed_left += 1;
-                                            if join_type == JoinType::LeftSemi {
-                                                later.push(Event::new(l.time, JoinedRow::left_only(l.row)));
-                                            }
-                                        } else {
-                                            index += 1;
-                                        }
-                                    }
-                                })
-                                .map(drop),
-                            _ if keep_left_flags => lefts
-                                .update(&key, |lefts| {
-                                    for l in lefts.iter_mut().filter(|l| bounds.matches(l.time, time)) {
-                                        l.matched = true;
-                                        matched = true;
-                                        now.push(pair(&l.row, &row, l.time, time));
-                                    }
-                                })
-                                .map(drop),
-                            _ => lefts.store.get(&key).map(|found| {
-                                for l in found.iter().flat_map(|ls| ls.rows.iter()) {
-                                    if bounds.matches(l.time, time) {
-                                        matched = true;
-                                        now.push(pair(&l.row, &row, l.time, time));
-                                    }
-                                }
-                            }),
-                        };
-                        if let Err(error) = probe {
-                            failure = Some(error);
-                            break;
-                        }
-                        if right_bound.evicts(time) {
-                            if !matched && join_type.emits_unmatched_right() {
-                                now.push(Event::new(time, JoinedRow::right_only(row)));
-                            }
-                            continue;
-                        }
-                        if emits_right_later {
-                            hold(&mut held, &cap, time);
-                        }
-                        if let Err(error) = rights.insert(key, Buffered { time, matched, row }) {
-                            failure = Some(error);
-                            break;
-                        }
-                        inserted_right += 1;
+                    split_late(batch, stamp, &mut late_r, &name);
+                    if failure.is_some() || batch.is_empty() {
+                        continue;
+                    }
+                    if wait {
+                        waiting.1.stash(&cap, batch);
+                    } else if let Err(error) = core.join_right(&cap, batch, right_bound, &mut rows_handle) {
+                        failure = Some(error);
                     }
                 }
-                give_counted!(rows_handle, &cap, now, emitted);
                 give_counted!(late_right_handle, &cap, late_r, late_count);
             });
 
-            // Evict what the other side's frontier proves can no longer match.
-            if failure.is_none() {
-                let evicted = lefts.evict(left_bound, |l| {
-                    if !l.matched && join_type.emits_unmatched_left() {
-                        later.push(Event::new(l.time, JoinedRow::left_only(l.row)));
+            // Checkpoint boundaries both inputs have passed: act exactly as if both input
+            // frontiers stood at the boundary (apply the waiting input before it, evict and emit
+            // what that allows), snapshot, then go on (docs/checkpoints.md §2).
+            let mut next_boundary = None;
+            if let Some(checkpoint) = checkpoint.as_mut() {
+                let mut combined: Antichain<EventTime> = Antichain::new();
+                combined.extend(left_frontier.into_iter().chain(right_frontier));
+                for (epoch, at) in checkpoint.passed_boundaries(combined.borrow()) {
+                    if failure.is_some() {
+                        break;
                     }
-                });
-                match evicted {
-                    Ok(n) => removed_left += n as i64,
+                    let boundary = watermark_of(at.borrow());
+                    if let Err(error) = core.catch_up(at.borrow(), (boundary, boundary), &mut waiting, &mut rows_handle)
+                    {
+                        failure = Some(error);
+                        break;
+                    }
+                    // No capability below the boundary after its snapshot.
+                    core.settle_held(boundary, boundary);
+                    floor = boundary.or(floor);
+                    checkpoint.write_store("left", epoch, &core.lefts.store);
+                    checkpoint.write_store("right", epoch, &core.rights.store);
+                    checkpoint.write_bytes("", epoch, &JoinSnapshot { held: core.held.as_ref().map(|h| *h.time()) });
+                }
+                next_boundary = checkpoint.next_boundary();
+            }
+
+            // The real frontiers, as far as the join applies them.
+            if failure.is_none() {
+                let (left_at, right_at) = (clamp(left_frontier, next_boundary), clamp(right_frontier, next_boundary));
+                let upto = match next_boundary {
+                    Some(boundary) => Antichain::from_elem(boundary),
+                    None => Antichain::new(),
+                };
+                match core.catch_up(upto.borrow(), (left_at, right_at), &mut waiting, &mut rows_handle) {
+                    Ok(()) => {
+                        // Rows evicted before the next snapshot are emitted below its boundary.
+                        let applied = [left_at, right_at].into_iter().flatten().min();
+                        let ceiling = applied.map(|t| EventTime::from_millis(t.as_millis().saturating_sub(1)));
+                        core.settle_held(ceiling, floor);
+                    }
                     Err(error) => failure = Some(error),
                 }
             }
-            if failure.is_none() {
-                let evicted = rights.evict(right_bound, |r| {
-                    if !r.matched && join_type.emits_unmatched_right() {
-                        later.push(Event::new(r.time, JoinedRow::right_only(r.row)));
-                    }
-                });
-                match evicted {
-                    Ok(n) => removed_right += n as i64,
-                    Err(error) => failure = Some(error),
-                }
-            }
-            if !later.is_empty() {
-                let cap = held.as_ref().expect("a held capability for every buffered row that may be emitted");
-                give_counted!(rows_handle, cap, later, emitted);
-            }
 
-            // Keep the held capability at the earliest row that may still be emitted.
-            let earliest = [emits_left_later.then(|| lefts.earliest()), emits_right_later.then(|| rights.earliest())]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .min();
-            match earliest {
-                Some(time) => {
-                    if let Some(cap) = held.as_mut() {
-                        cap.downgrade(&time)
-                    }
-                }
-                None => held = None,
-            }
-
+            let counts = std::mem::take(&mut core.counts);
             OperatorMetrics::add(&metrics.rows_in, rows_in);
             OperatorMetrics::add(&metrics.late_rows, late_count);
-            OperatorMetrics::add(&metrics.rows_out, emitted);
-            OperatorMetrics::add(&metrics.rows_updated, (inserted_left + inserted_right) as u64);
-            OperatorMetrics::add(&metrics.rows_removed, (removed_left + removed_right) as u64);
-            let (delta_left, delta_right) = (inserted_left - removed_left, inserted_right - removed_right);
+            OperatorMetrics::add(&metrics.rows_out, counts.emitted);
+            OperatorMetrics::add(&metrics.rows_updated, (counts.inserted_left + counts.inserted_right) as u64);
+            OperatorMetrics::add(&metrics.rows_removed, (counts.removed_left + counts.removed_right) as u64);
+            let (delta_left, delta_right) =
+                (counts.inserted_left - counts.removed_left, counts.inserted_right - counts.removed_right);
             metrics.adjust_state(delta_left + delta_right, delta_left * left_bytes + delta_right * right_bytes);
 
             if let Some(error) = failure {
                 ctx.fail(QueryError::State { operator: name.clone(), message: error.to_string() });
                 failed = true;
-                held = None;
+                core.held = None;
+                core.now.clear();
+                core.later.clear();
+                waiting = (Pending::new(), Pending::new());
                 // Forget the state (and its gauges): the query is failing.
-                let (left_rows, right_rows) = (count_rows(&lefts.store), count_rows(&rights.store));
-                let _ = lefts.store.drain();
-                let _ = rights.store.drain();
-                lefts.by_time.clear();
-                rights.by_time.clear();
+                let (left_rows, right_rows) = (count_rows(&core.lefts.store), count_rows(&core.rights.store));
+                let _ = core.lefts.store.drain();
+                let _ = core.rights.store.drain();
+                core.lefts.by_time.clear();
+                core.rights.by_time.clear();
                 metrics.adjust_state(-(left_rows + right_rows), -(left_rows * left_bytes + right_rows * right_bytes));
             }
         }

@@ -360,6 +360,8 @@ struct SessionIndex<M> {
     by_end: M,
 }
 
+/// What [`SessionIndex`] restores to.
+type RestoredIndex<K> = SessionIndex<BTreeMap<u64, Vec<K>>>;
 /// The container builder of the results stream.
 type ResultBuilder<K, O> = timely::container::CapacityContainerBuilder<Vec<WindowResult<K, O>>>;
 /// The results output inside an activation.
@@ -513,7 +515,11 @@ where
     /// Writes epoch `epoch`'s snapshot: the store, then the index.
     fn snapshot(&self, checkpoint: &OperatorCheckpoint, epoch: u64) {
         checkpoint.write_store("", epoch, &self.merger.store);
-        let index = SessionIndex { epoch: self.epoch, sessions: self.sessions + self.created - self.removed as i64, by_end: &self.by_end };
+        let index = SessionIndex {
+            epoch: self.epoch,
+            sessions: self.sessions + self.created - self.removed as i64,
+            by_end: &self.by_end,
+        };
         checkpoint.write_bytes("index", epoch, &index);
     }
 }
@@ -538,7 +544,7 @@ where
     let name = merger.name.clone();
     // A resumed query starts from the index of the epoch it resumes after (the store was
     // restored when it was opened), with the end capability at or after where it resumes.
-    let restored: Option<(SessionIndex<BTreeMap<u64, Vec<K>>>, EventTime)> = match &checkpoint {
+    let restored: Option<(RestoredIndex<K>, EventTime)> = match &checkpoint {
         Some(checkpoint) => match (checkpoint.restore_bytes("index")?, checkpoint.resume_at()) {
             (Some(index), Some(resume_at)) => Some((index, resume_at)),
             _ => None,

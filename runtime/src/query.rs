@@ -44,6 +44,9 @@ pub struct CheckpointSettings {
     pub keep: usize,
     /// End an epoch after this many input records too.
     pub records_per_epoch: Option<u64>,
+    /// In a cluster: where process 0 serves the checkpoint coordinator (default: process 0's
+    /// host with its port + [`crate::checkpoint::cluster::COORDINATOR_PORT_OFFSET`]).
+    pub coordinator: Option<String>,
 }
 
 impl Query {
@@ -64,11 +67,30 @@ impl Query {
 
     /// Checkpoints into `dir` every `interval`: each epoch's source offsets, operator state and
     /// sink output are committed together, and a restart resumes after the last committed epoch
-    /// (with the query id stored there). A changed dataflow is refused before anything runs. One
-    /// process only, for now.
+    /// (with the query id stored there). A changed dataflow is refused before anything runs.
+    ///
+    /// In a cluster of processes every process must reach `dir` (shared storage, as Spark and
+    /// Flink require for checkpoint locations): each writes its workers' state there, and
+    /// process 0 coordinates the epochs (see [`Query::checkpoint_coordinator`]).
     pub fn checkpoint(mut self, dir: impl Into<std::path::PathBuf>, interval: Duration) -> Self {
-        self.checkpoint =
-            Some(CheckpointSettings { dir: dir.into(), interval, reset: false, keep: 2, records_per_epoch: None });
+        self.checkpoint = Some(CheckpointSettings {
+            dir: dir.into(),
+            interval,
+            reset: false,
+            keep: 2,
+            records_per_epoch: None,
+            coordinator: None,
+        });
+        self
+    }
+
+    /// With [`Query::checkpoint`] in a cluster: the `host:port` where process 0 serves the
+    /// checkpoint coordinator and the other processes reach it (default: process 0's host from
+    /// the hostfile, its port + [`crate::checkpoint::cluster::COORDINATOR_PORT_OFFSET`]).
+    pub fn checkpoint_coordinator(mut self, address: impl Into<String>) -> Self {
+        if let Some(settings) = self.checkpoint.as_mut() {
+            settings.coordinator = Some(address.into());
+        }
         self
     }
 
@@ -180,17 +202,24 @@ impl Query {
     where
         F: for<'scope> Fn(Scope<'scope, EventTime>, &QueryContext) -> Result<(), BuildError> + Send + Sync + 'static,
     {
-        use crate::checkpoint::{CheckpointDir, CheckpointMetadata, DataflowFingerprint, LiveCheckpoint};
+        use crate::checkpoint::{cluster, CheckpointDir, CheckpointMetadata, DataflowFingerprint, LiveCheckpoint};
         let what = format!("checkpoint {}", settings.dir.display());
-        if !self.execution.addresses.is_empty() {
-            return Err(BuildError::invalid(
-                &what,
-                "checkpoints are not supported in a cluster of processes yet",
-                "run the query in one process (-w N threads), or without --checkpoint",
-            ));
-        }
-        if settings.reset {
-            CheckpointDir::reset(&settings.dir).map_err(|e| BuildError::invalid(&what, e.to_string(), "see above"))?;
+        let coordinator = if self.execution.is_cluster() {
+            let address = match &settings.coordinator {
+                Some(address) => address.clone(),
+                None => cluster::default_coordinator_address(&self.execution.addresses[0]).map_err(|why| {
+                    BuildError::invalid(&what, why, "give the coordinator's address with --checkpoint-coordinator")
+                })?,
+            };
+            Some(address)
+        } else {
+            None
+        };
+        // Only process 0 resets: the others join the checkpoint it opened.
+        if settings.reset && self.execution.process == 0 {
+            CheckpointDir::reset(&settings.dir).map_err(|e| {
+                BuildError::invalid(&what, e.to_string(), "check that the directory is writable by this user")
+            })?;
         }
         let explain = Query {
             name: self.name.clone(),
@@ -208,10 +237,29 @@ impl Query {
         let plan = handle.plan().expect("an explained query has a plan");
         let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let total_workers = self.execution.workers * self.execution.addresses.len().max(1);
+        if let (Some(address), true) = (&coordinator, self.execution.process != 0) {
+            // Another process of a cluster: process 0 opened the checkpoint and coordinates.
+            let join = cluster::JoinSettings {
+                address: address.clone(),
+                hello: cluster::JoinRequest {
+                    process: self.execution.process,
+                    workers: total_workers,
+                    fingerprint: DataflowFingerprint::from_plan(&plan),
+                },
+                dir: settings.dir.clone(),
+                interval: settings.interval,
+                keep: settings.keep,
+                records_per_epoch: settings.records_per_epoch,
+                timeout: cluster::JOIN_TIMEOUT,
+            };
+            return cluster::join(&join).map_err(|e| {
+                BuildError::invalid(&what, e.to_string(), "start process 0 with the same job, flags and checkpoint")
+            });
+        }
         let metadata =
             CheckpointMetadata::new(id, self.name.clone(), total_workers, DataflowFingerprint::from_plan(&plan));
         let (dir, resume) = CheckpointDir::open_or_create(&settings.dir, &metadata)
-            .map_err(|e| BuildError::invalid(&what, e.to_string(), "see above"))?;
+            .map_err(|e| BuildError::invalid(&what, e.to_string(), "nothing was processed; the query did not start"))?;
         let id = dir.metadata().query_id.clone();
         match &resume {
             crate::checkpoint::Resume::Fresh => {
@@ -225,13 +273,16 @@ impl Query {
                 "resuming after the last committed epoch"
             ),
         }
-        Ok((
-            id,
-            Arc::new(
-                LiveCheckpoint::open(dir, resume, settings.interval, settings.keep)
-                    .with_records_per_epoch(settings.records_per_epoch),
-            ),
-        ))
+        let live = LiveCheckpoint::open(dir, resume, settings.interval, settings.keep)
+            .with_records_per_epoch(settings.records_per_epoch);
+        let live = match &coordinator {
+            // Process 0 of a cluster serves the coordinator to the other processes.
+            Some(address) => cluster::coordinate(address, self.execution.addresses.len(), live).map_err(|e| {
+                BuildError::invalid(&what, e.to_string(), "choose a free address with --checkpoint-coordinator")
+            })?,
+            None => Arc::new(live),
+        };
+        Ok((id, live))
     }
 
     fn start_explaining<F>(self, build: F) -> Result<QueryHandle, BuildError>
@@ -333,8 +384,16 @@ impl Query {
             if built.wait().is_leader() {
                 // Every participant of the checkpoint registered while building: start coordinating
                 // before any worker runs.
-                if let Some(live) = ctx.checkpoint() {
-                    live.seal(total_workers);
+                let failed = worker_build_error.lock().unwrap().as_ref().map(ToString::to_string);
+                if let (Some(live), Some(why)) = (ctx.checkpoint(), failed) {
+                    // The other processes of a cluster must not wait for this one's workers.
+                    live.abandon_seal(&why);
+                } else if let Some(live) = ctx.checkpoint() {
+                    if let Err(error) = live.seal(total_workers) {
+                        let error =
+                            BuildError::invalid("checkpoint", error.to_string(), "see the other processes' logs");
+                        worker_build_error.lock().unwrap().get_or_insert(error);
+                    }
                 }
                 let _ = built_tx.lock().unwrap().send(());
             }

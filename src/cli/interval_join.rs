@@ -6,18 +6,32 @@ use anyhow::{bail, Result};
 use clap::Args;
 use weir::jobs::interval_join::IntervalJoinJob;
 use weir::jobs::json_input::JsonInput;
+use weir::jobs::kafka_input::KafkaInput;
 use weir::prelude::*;
 
-use super::{duration, start_and_wait, JsonOutputArgs, RunFlags};
+use super::kafka_args::KafkaSourceArgs;
+use super::{duration, start_and_wait, InputKind, JsonOutputArgs, RunFlags};
 
 #[derive(Args, Debug)]
 pub struct IntervalJoinArgs {
-    /// Left JSON-lines input file, or - for stdin.
+    /// Where both inputs come from: files (--left, --right) or Kafka topics (--left-topic,
+    /// --right-topic on --brokers).
+    #[arg(long, value_enum, default_value_t = InputKind::File)]
+    source: InputKind,
+    /// Left JSON-lines input file, or - for stdin (with --source file).
     #[arg(long)]
-    left: String,
-    /// Right JSON-lines input file, or - for stdin.
+    left: Option<String>,
+    /// Right JSON-lines input file, or - for stdin (with --source file).
     #[arg(long)]
-    right: String,
+    right: Option<String>,
+    /// Topic of the left records (with --source kafka).
+    #[arg(long)]
+    left_topic: Option<String>,
+    /// Topic of the right records (with --source kafka).
+    #[arg(long)]
+    right_topic: Option<String>,
+    #[command(flatten)]
+    kafka: KafkaSourceArgs,
     /// Field with the event time of both inputs: integer ms since the epoch, or an ISO-8601 string.
     #[arg(long, default_value = "ts")]
     time_field: String,
@@ -89,17 +103,43 @@ pub fn run(args: IntervalJoinArgs) -> Result<()> {
              alone, with state that grows without bound"
         ),
     };
-    let input = |path: String, time_field: Option<String>, delay: Option<Duration>| JsonInput {
-        path,
-        kafka: None,
-        time_field: time_field.unwrap_or_else(|| args.time_field.clone()),
-        watermark_delay: delay.unwrap_or(args.watermark_delay),
-        idle_timeout: args.idle_timeout,
-        drop_invalid_time: args.drop_invalid_time,
+    let (left, right) = match args.source {
+        InputKind::File => {
+            let (Some(left), Some(right)) = (args.left.clone(), args.right.clone()) else {
+                bail!("--source file needs --left FILE and --right FILE (- for stdin)")
+            };
+            ((left, None), (right, None))
+        }
+        InputKind::Kafka => {
+            let (Some(left_topic), Some(right_topic)) = (&args.left_topic, &args.right_topic) else {
+                bail!("--source kafka needs --left-topic TOPIC and --right-topic TOPIC")
+            };
+            if !args.kafka.topics.is_empty() {
+                bail!("interval-join reads --left-topic and --right-topic; --topic does not apply")
+            }
+            if left_topic == right_topic {
+                bail!("--left-topic and --right-topic are both {left_topic}: give two different topics")
+            }
+            // One input (and dead-letter target) for both sides, each reading its own topic.
+            let mut kafka = args.kafka.clone();
+            kafka.topics = vec![left_topic.clone()];
+            let left = kafka.input()?;
+            let right = KafkaInput { topics: vec![right_topic.clone()], ..left.clone() };
+            (("-".to_string(), Some(left)), ("-".to_string(), Some(right)))
+        }
     };
+    let input =
+        |(path, kafka): (String, Option<KafkaInput>), time_field: Option<String>, delay: Option<Duration>| JsonInput {
+            path,
+            kafka,
+            time_field: time_field.unwrap_or_else(|| args.time_field.clone()),
+            watermark_delay: delay.unwrap_or(args.watermark_delay),
+            idle_timeout: args.idle_timeout,
+            drop_invalid_time: args.drop_invalid_time,
+        };
     let job = IntervalJoinJob {
-        left: input(args.left.clone(), args.left_time_field.clone(), args.left_watermark_delay),
-        right: input(args.right.clone(), args.right_time_field.clone(), args.right_watermark_delay),
+        left: input(left, args.left_time_field.clone(), args.left_watermark_delay),
+        right: input(right, args.right_time_field.clone(), args.right_watermark_delay),
         left_key_field: args.left_key_field.clone().unwrap_or_else(|| args.key_field.clone()),
         right_key_field: args.right_key_field.clone().unwrap_or_else(|| args.key_field.clone()),
         bounds,

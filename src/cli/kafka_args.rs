@@ -108,9 +108,14 @@ pub struct KafkaSinkArgs {
     /// the watermark has passed it).
     #[arg(long, default_value = "at-least-once")]
     pub delivery: String,
-    /// How often an exactly-once sink commits its transaction.
+    /// How often an exactly-once sink commits its transaction (with --checkpoint, transactions
+    /// follow the checkpoint's epochs instead).
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub commit_interval: Duration,
+    /// Exactly-once with --checkpoint: add the headers weir-epoch, weir-worker and weir-run to
+    /// every record (which checkpoint epoch, worker and run wrote it).
+    #[arg(long)]
+    pub epoch_headers: bool,
 }
 
 impl KafkaSinkArgs {
@@ -126,6 +131,7 @@ impl KafkaSinkArgs {
             delivery: Delivery::parse(&self.delivery)?,
             commit_interval: self.commit_interval,
             settings: settings(source_settings)?,
+            epoch_headers: self.epoch_headers,
         }))
     }
 }

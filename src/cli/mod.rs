@@ -1,6 +1,7 @@
 //! The pieces every `weir run` job shares: worker and cluster flags, progress output, the JSON
 //! input and output flags, and waiting for the query to end. One file per job beside this one.
 
+pub mod attribution;
 pub mod bench;
 pub mod checkpoint;
 pub mod debug;
@@ -81,6 +82,11 @@ pub struct RunFlags {
     /// Delete the checkpoint in --checkpoint first and start fresh, on purpose.
     #[arg(long, requires = "checkpoint")]
     pub reset_checkpoint: bool,
+    /// In a cluster (-n): where process 0 serves the checkpoint coordinator, HOST:PORT (default:
+    /// process 0's host in the hostfile, its port + 1000). Every process's --checkpoint must be
+    /// the same directory on shared storage.
+    #[arg(long, value_name = "HOST:PORT", requires = "checkpoint")]
+    pub checkpoint_coordinator: Option<String>,
     /// Where stateful operators keep their state: memory (default) or rocksdb (under --state-dir).
     #[arg(long, value_enum, default_value_t = StateBackendKind::Memory)]
     pub state_backend: StateBackendKind,
@@ -254,6 +260,9 @@ pub fn query_for(flags: &RunFlags, default_name: &str) -> Result<Query> {
         query = query.keep_checkpoints(flags.keep_checkpoints);
         if let Some(records) = flags.checkpoint_records {
             query = query.checkpoint_every_records(records);
+        }
+        if let Some(address) = &flags.checkpoint_coordinator {
+            query = query.checkpoint_coordinator(address.clone());
         }
         if flags.reset_checkpoint {
             query = query.reset_checkpoint();

@@ -10,8 +10,10 @@
 //! (re-serialized compactly, fields in input order); semi and anti joins write `"right": null`.
 //! Lines are written in event-time order (a pair's time is the later of its two records' times, a
 //! padded or semi/anti row's time is its record's), ties in text order, so the file does not
-//! depend on the number of workers. Late records are written to `--late-output` as
-//! [`late_line`]s with a `"side": "left"|"right"` field, ordered by the watermark they missed.
+//! depend on the number of workers (not with `--checkpoint`: lines then stay at the time the join
+//! emitted them, so that each belongs to the checkpoint epoch of the input that produced it).
+//! Late records are written to `--late-output` as [`late_line`]s with a `"side": "left"|"right"`
+//! field, ordered by the watermark they missed.
 
 use std::cell::Cell;
 
@@ -87,7 +89,8 @@ impl IntervalJoinJob {
     pub fn validate(&self) -> Result<(), BuildError> {
         self.left.validate("--left")?;
         self.right.validate("--right")?;
-        if self.left.path == "-" && self.right.path == "-" {
+        let stdin = |input: &JsonInput| input.kafka.is_none() && input.path == "-";
+        if stdin(&self.left) && stdin(&self.right) {
             return Err(BuildError::invalid(
                 "--left and --right",
                 "both read standard input, which can only be read once",
@@ -136,13 +139,18 @@ impl IntervalJoinJob {
             let text = |row: Option<JsonRow>| row.map_or_else(|| "null".to_string(), |r| r.json);
             (event.time, format!("{{\"left\":{},\"right\":{}}}", text(left), text(right)))
         });
-        write_results(at_own_time(lines), &self.output, ctx)?;
+        // In a query that checkpoints, lines stay at the time the join emitted them: moving a line
+        // to its (later) event time could carry output of one epoch's input into a later epoch,
+        // which a restart from the first epoch's checkpoint would neither have committed nor
+        // compute again (docs/checkpoints.md §2). The output order then follows emission.
+        let retime = ctx.checkpoint().is_none();
+        write_results(at_own_time(lines, retime), &self.output, ctx)?;
 
         if let Some(target) = &self.late_output {
             let format = self.time_format;
             let left_late = joined.late_left.map(move |late| late_json_line(late, "left", format));
             let right_late = joined.late_right.map(move |late| late_json_line(late, "right", format));
-            write_late_lines(at_own_time(left_late.concat(right_late)), Some(target), ctx)?;
+            write_late_lines(at_own_time(left_late.concat(right_late), retime), Some(target), ctx)?;
         }
         Ok(())
     }
@@ -180,10 +188,15 @@ fn late_json_line(late: LateRecord<JsonRow>, side: &str, format: TimeFormat) -> 
 
 /// Emits each line at its own time (never before the time of the batch that carries it), so the
 /// JSON-lines sink, which writes epoch by epoch and sorts within an epoch, writes lines in
-/// (time, text) order whatever the number of workers.
+/// (time, text) order whatever the number of workers. Unless `retime` is false: then each line
+/// stays at the time of its batch.
 fn at_own_time<'scope>(
     lines: StreamVec<'scope, EventTime, (EventTime, String)>,
+    retime: bool,
 ) -> StreamVec<'scope, EventTime, String> {
+    if !retime {
+        return lines.map(|(_, line)| line);
+    }
     lines.unary(Pipeline, "AtOwnTime", |_, _| {
         let mut buffer: Vec<(EventTime, String)> = Vec::new();
         let mut run: Vec<String> = Vec::new();

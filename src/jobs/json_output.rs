@@ -53,6 +53,9 @@ pub struct KafkaOutput {
     pub commit_interval: Duration,
     /// librdkafka settings passed through.
     pub settings: Vec<(String, String)>,
+    /// Exactly-once with a checkpoint: tag every record with the headers `weir-epoch`,
+    /// `weir-worker` and `weir-run` (see `KafkaSink::epoch_headers`).
+    pub epoch_headers: bool,
 }
 
 /// Writes result `lines` to `target`: JSON lines as the sink `jsonl:<target>`, or Kafka records
@@ -79,6 +82,7 @@ pub fn write_results<'scope>(
             KafkaSink::to_topic(options, kafka.topic.clone())
                 .delivery(kafka.delivery)
                 .commit_interval(kafka.commit_interval)
+                .epoch_headers(kafka.epoch_headers)
                 .write(records, ctx, &format!("kafka:{}", kafka.topic))
         }
     }

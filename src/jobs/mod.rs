@@ -1,5 +1,6 @@
 //! Ready-made jobs that the `weir run` command drives without any Rust code.
 
+pub mod attribution;
 pub mod dedup;
 pub mod distinct_count;
 pub mod interval_join;

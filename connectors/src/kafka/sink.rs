@@ -1,6 +1,11 @@
 //! The Kafka sink: one librdkafka producer per worker, with at-least-once, idempotent or
 //! transactional (exactly-once) delivery, acknowledged on frontier progress.
 //!
+//! In a query that checkpoints, exactly-once delivery follows the checkpoint's epochs instead of
+//! `commit_interval`: each worker stages an epoch's records in the checkpoint and commits them,
+//! in a transaction with its progress marker, once the epoch's checkpoint is committed (see
+//! [`KafkaSink::write`]).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use weir_connectors::kafka::{Delivery, KafkaOptions, KafkaSink, ProducerRecord};
@@ -37,6 +42,8 @@ use weir_runtime::time::EventTime;
 
 use super::options::KafkaOptions;
 use super::transaction::{ErrorClass, Reaction, TransactionMachine, TxnStep};
+
+mod checkpointed;
 
 /// One record to write: topic (optional), key, value, headers, partition (optional) and timestamp.
 ///
@@ -108,7 +115,9 @@ pub enum Delivery {
     /// epoch twice.
     Idempotent,
     /// Kafka transactions: one transaction per epoch, committed when the input frontier passes
-    /// the epoch end; read_committed consumers see each epoch whole or not at all.
+    /// the epoch end; read_committed consumers see each epoch whole or not at all. In a query
+    /// that checkpoints, the epochs are the checkpoint's, and a transaction commits only after
+    /// its epoch's checkpoint is committed (a restart neither loses nor repeats an epoch).
     ExactlyOnce,
 }
 
@@ -144,7 +153,9 @@ impl Delivery {
 /// moment; commit moments come every `commit_interval` of processing time (and when the input
 /// ends). At-least-once and idempotent sinks produce records as they arrive and flush at each
 /// commit moment; the exactly-once sink buffers records per time and writes each epoch in one
-/// transaction, so records at times the frontier has not passed wait for the next one.
+/// transaction, so records at times the frontier has not passed wait for the next one. In a query
+/// that checkpoints, the exactly-once sink's epochs are the checkpoint's instead (see
+/// [`KafkaSink::write`]).
 #[derive(Clone, Debug)]
 pub struct KafkaSink {
     options: KafkaOptions,
@@ -154,6 +165,8 @@ pub struct KafkaSink {
     delivery_timeout: Duration,
     preflight_timeout: Duration,
     max_retries: u32,
+    progress_topic: Option<String>,
+    epoch_headers: bool,
 }
 
 impl KafkaSink {
@@ -173,6 +186,8 @@ impl KafkaSink {
             delivery_timeout: Duration::from_secs(30),
             preflight_timeout: Duration::from_secs(10),
             max_retries: 5,
+            progress_topic: None,
+            epoch_headers: false,
         }
     }
 
@@ -202,6 +217,30 @@ impl KafkaSink {
         self
     }
 
+    /// Exactly-once in a checkpointing query: the topic whose partition 0 keys the progress
+    /// marker (default: the sink's fixed topic). Each worker's transaction commits, through
+    /// `send_offsets_to_transaction`, the offset `epoch + 1` of this partition for the consumer
+    /// group [`KafkaSink::progress_group`]; nothing is written to the topic. It must exist.
+    pub fn progress_topic(mut self, topic: impl Into<String>) -> Self {
+        self.progress_topic = Some(topic.into());
+        self
+    }
+
+    /// Exactly-once in a checkpointing query: adds the headers `weir-epoch` (the checkpoint
+    /// epoch), `weir-worker` and `weir-run` (the run id of the process that produced it) to every
+    /// record, so a reader can tell which epoch and transaction a record came from (default off).
+    pub fn epoch_headers(mut self, on: bool) -> Self {
+        self.epoch_headers = on;
+        self
+    }
+
+    /// The consumer group whose committed offset is the progress marker of worker `worker` of
+    /// sink `sink` in query `query_id` (exactly-once in a checkpointing query): the same string as
+    /// [`KafkaSink::transactional_id`].
+    pub fn progress_group(query_id: &str, sink: &str, worker: usize) -> String {
+        Self::transactional_id(query_id, sink, worker)
+    }
+
     /// The stable `transactional.id` of worker `worker` of sink `sink` in query `query_id`:
     /// `weir-<query id>-<sink>-<worker>`. It must be the same after a restart, so that
     /// `init_transactions` fences the producer of the previous run; the query id is stable across
@@ -214,18 +253,26 @@ impl KafkaSink {
     /// before any record is processed, that the brokers answer, that a fixed topic exists and
     /// (exactly-once) that `init_transactions` succeeds, which also fences older producers with
     /// the same `transactional.id`.
+    ///
+    /// Exactly-once in a query that checkpoints (`ctx.checkpoint()`): the sink is a participant
+    /// of the checkpoint. When its input frontier passes an epoch's end, each worker stages the
+    /// epoch's records in the checkpoint directory (`sinks/<sink>/<worker>/staged/<epoch>`) and
+    /// reports the epoch prepared; once the epoch is committed it writes them in one transaction
+    /// together with its progress marker (the epoch, as a committed offset of the consumer group
+    /// [`KafkaSink::progress_group`]), commits, and removes the staged file. At build time after a
+    /// restart, `init_transactions` fences the previous run and aborts its open transaction; the
+    /// worker then reads its marker and delivers, in one transaction, every committed epoch the
+    /// marker does not cover whose staged records are there. So each epoch is written once.
     pub fn write<'scope>(
         self,
         stream: StreamVec<'scope, EventTime, ProducerRecord>,
         ctx: &QueryContext,
         name: &str,
     ) -> Result<(), BuildError> {
-        if self.delivery == Delivery::ExactlyOnce && ctx.checkpoint().is_some() && !ctx.is_explaining() {
-            return Err(BuildError::invalid(
-                format!("Kafka sink {name}"),
-                "exactly-once delivery is not tied to the query's checkpoint epochs yet, so a restart could write an epoch twice",
-                "with --checkpoint, write exactly-once output with the file sink (--sink files), or choose at-least-once",
-            ));
+        if self.delivery == Delivery::ExactlyOnce {
+            if let Some(checkpoint) = ctx.checkpoint() {
+                return checkpointed::write(self, stream, ctx, name, checkpoint);
+            }
         }
         if self.commit_interval.is_zero() && self.delivery == Delivery::ExactlyOnce {
             tracing::debug!(sink = name, "commit_interval 0: one transaction per frontier advance");
@@ -596,47 +643,12 @@ impl SinkState {
 
     /// Enqueues one record, waiting (and serving delivery reports) while librdkafka's queue is full.
     fn send(&self, record: &ProducerRecord) -> Result<(), String> {
-        let Some(topic) = self.topic.as_deref().or(record.topic.as_deref()) else {
-            return Err("a record has no topic and the sink has no fixed topic: set ProducerRecord::topic \
-                        or use KafkaSink::to_topic"
-                .to_string());
-        };
-        let deadline = Instant::now() + self.wait;
-        loop {
-            let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-            if let Some(key) = &record.key {
-                base = base.key(key.as_slice());
-            }
-            if let Some(value) = &record.value {
-                base = base.payload(value.as_slice());
-            }
-            if let Some(partition) = record.partition {
-                base = base.partition(partition);
-            }
-            if let Some(timestamp) = record.timestamp {
-                base = base.timestamp(timestamp.as_millis() as i64);
-            }
-            if !record.headers.is_empty() {
-                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-                for (key, value) in &record.headers {
-                    headers = headers.insert(Header { key, value: Some(value.as_slice()) });
-                }
-                base = base.headers(headers);
-            }
-            match self.producer.send(base) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if Instant::now() < deadline => {
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((error, _)) => return Err(format!("cannot produce to topic {topic} on {}: {error}", self.brokers)),
-            }
-        }
+        send_record(&self.producer, self.topic.as_deref(), record, &[], self.wait, &self.brokers)
     }
 
     /// The first failed delivery report, as a message.
     fn delivery_error(&self) -> Option<String> {
-        let first = self.producer.context().first_error.lock().unwrap();
-        first.as_ref().map(|(error, place)| format!("delivery to {place} on {} failed: {error}", self.brokers))
+        delivery_error(&self.producer, &self.brokers)
     }
 
     fn fail(&mut self, message: String) {
@@ -645,6 +657,63 @@ impl SinkState {
         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
         self.ctx.fail(QueryError::Sink { sink: self.name.clone(), message });
     }
+}
+
+/// Enqueues one record (to the sink's fixed `topic`, else the record's own), with `extra`
+/// headers after its own, waiting (and serving delivery reports) while librdkafka's queue is
+/// full, at most `wait`.
+fn send_record(
+    producer: &BaseProducer<DeliveryWatch>,
+    topic: Option<&str>,
+    record: &ProducerRecord,
+    extra: &[(&str, &[u8])],
+    wait: Duration,
+    brokers: &str,
+) -> Result<(), String> {
+    let Some(topic) = topic.or(record.topic.as_deref()) else {
+        return Err("a record has no topic and the sink has no fixed topic: set ProducerRecord::topic \
+                    or use KafkaSink::to_topic"
+            .to_string());
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = &record.key {
+            base = base.key(key.as_slice());
+        }
+        if let Some(value) = &record.value {
+            base = base.payload(value.as_slice());
+        }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        if let Some(timestamp) = record.timestamp {
+            base = base.timestamp(timestamp.as_millis() as i64);
+        }
+        if !record.headers.is_empty() || !extra.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header { key, value: Some(value.as_slice()) });
+            }
+            for (key, value) in extra {
+                headers = headers.insert(Header { key, value: Some(*value) });
+            }
+            base = base.headers(headers);
+        }
+        match producer.send(base) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if Instant::now() < deadline => {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, _)) => return Err(format!("cannot produce to topic {topic} on {brokers}: {error}")),
+        }
+    }
+}
+
+/// The first failed delivery report of `producer`, as a message.
+fn delivery_error(producer: &BaseProducer<DeliveryWatch>, brokers: &str) -> Option<String> {
+    let first = producer.context().first_error.lock().unwrap();
+    first.as_ref().map(|(error, place)| format!("delivery to {place} on {brokers} failed: {error}"))
 }
 
 impl Drop for SinkState {

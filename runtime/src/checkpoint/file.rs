@@ -41,6 +41,9 @@ pub enum FileKind {
     State,
     /// `sinks/<sink>/<worker>/<epoch>`.
     Sink,
+    /// `sinks/<sink>/<worker>/staged/<epoch>`: a sink's output of an epoch, staged ahead of its
+    /// delivery (opaque bytes).
+    SinkData,
     /// `state/<operator>/<worker>/<epoch>/weir-manifest`: the files of a state directory.
     StateManifest,
 }
@@ -54,6 +57,7 @@ impl FileKind {
             FileKind::Commit => "commit",
             FileKind::State => "state",
             FileKind::Sink => "sink",
+            FileKind::SinkData => "sink-data",
             FileKind::StateManifest => "state-manifest",
         }
     }

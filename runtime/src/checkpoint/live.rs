@@ -13,7 +13,8 @@
 //! - When every source instance has finished, the last boundary is [`EventTime::MAX`]: the final
 //!   epoch ends with the input.
 //!
-//! One process only: the lock does not span a cluster (§3 describes the broadcast it needs).
+//! In a cluster of processes, process 0 hosts this coordinator and the others forward to it,
+//! with boundaries pushed to every process under the lock: see [`super::cluster`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +79,9 @@ pub struct LiveCheckpoint {
     ended_at: Mutex<BTreeMap<u64, Instant>>,
     /// From an epoch's end to its commit (`commits/N` written), for the most recent epochs.
     commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
+    /// In a cluster: process 0 pushes boundaries and commits to the other processes, which
+    /// forward everything else to it (see [`super::cluster`]).
+    cluster: super::cluster::Role,
 }
 
 impl LiveCheckpoint {
@@ -111,6 +115,7 @@ impl LiveCheckpoint {
             records_since_boundary: AtomicU64::new(0),
             ended_at: Mutex::new(BTreeMap::new()),
             commit_latencies: Mutex::new(std::collections::VecDeque::new()),
+            cluster: super::cluster::Role::Single,
         }
     }
 
@@ -143,6 +148,7 @@ impl LiveCheckpoint {
             records_since_boundary: AtomicU64::new(0),
             ended_at: Mutex::new(BTreeMap::new()),
             commit_latencies: Mutex::new(std::collections::VecDeque::new()),
+            cluster: super::cluster::Role::Single,
         }
     }
 
@@ -218,6 +224,9 @@ impl LiveCheckpoint {
     /// Registers a source instance with the capability it starts at (`None`: it reads nothing);
     /// `partitions` is the source's total partition count.
     pub fn register_source(&self, source: &str, partitions: usize, worker: usize, capability: Option<EventTime>) {
+        if let Some(member) = self.cluster.member() {
+            return member.register_source(source, partitions, worker, capability);
+        }
         self.participants.lock().expect("participants").sources.insert(source.to_string(), partitions);
         let mut state = self.downgrades.lock().expect("checkpoint lock");
         state.capabilities.insert((source.to_string(), worker), capability);
@@ -236,23 +245,43 @@ impl LiveCheckpoint {
 
     /// Registers a stateful operator (it snapshots on every worker at every boundary).
     pub fn register_stateful(&self, operator: &str) {
+        if let Some(member) = self.cluster.member() {
+            return member.register_stateful(operator);
+        }
         self.participants.lock().expect("participants").stateful_operators.insert(operator.to_string());
     }
 
     /// Registers a sink that prepares and commits epochs on every worker.
     pub fn register_sink(&self, sink: &str) {
+        if let Some(member) = self.cluster.member() {
+            return member.register_sink(sink);
+        }
         self.participants.lock().expect("participants").sinks.insert(sink.to_string());
     }
 
     /// Starts coordinating, with every participant registered while the dataflow was built and
-    /// `workers` workers in all. Call once, before any worker runs.
-    pub fn seal(&self, workers: usize) {
-        let Some(dir) = self.dir.clone() else { return };
+    /// `workers` workers in all. Call once, before any worker runs. In a cluster this is a
+    /// barrier: process 0 seals once every process has registered its participants, and the
+    /// other processes' calls return once process 0 has sealed (an error if one left first).
+    pub fn seal(&self, workers: usize) -> Result<(), CheckpointError> {
+        if self.cluster.before_seal()? {
+            return Ok(());
+        }
+        let Some(dir) = self.dir.clone() else { return Ok(()) };
         let mut participants = self.participants.lock().expect("participants").clone();
         participants.workers = workers;
         let coordinator = EpochCoordinator::new(dir, participants, self.resumed());
         *self.coordinator.lock().expect("coordinator lock") = Some(coordinator);
         self.downgrades.lock().expect("checkpoint lock").last_publish = Instant::now();
+        self.cluster.after_seal();
+        Ok(())
+    }
+
+    /// Instead of [`LiveCheckpoint::seal`] when the dataflow could not be built here: in a
+    /// cluster, the other processes' seals fail with `why`, so every process stops (nothing to do
+    /// in one process).
+    pub fn abandon_seal(&self, why: &str) {
+        self.cluster.abandon(why);
     }
 
     /// Writes `operator`'s snapshot of `epoch` on `worker` and reports it.
@@ -268,6 +297,11 @@ impl LiveCheckpoint {
     /// one), then records the new capability. Returns every boundary published so far, so the
     /// source can report its cuts.
     pub fn source_downgrade(&self, source: &str, worker: usize, capability: Option<EventTime>) -> Vec<Boundary> {
+        if let Some(member) = self.cluster.member() {
+            // Under process 0's lock; what it published is in `published` before this returns.
+            member.downgrade(source, worker, capability, self.records_since_boundary.swap(0, Ordering::Relaxed));
+            return self.boundaries();
+        }
         let mut state = self.downgrades.lock().expect("checkpoint lock");
         let mut coordinator = self.coordinator.lock().expect("coordinator lock");
         let Some(coordinator) = coordinator.as_mut() else {
@@ -303,6 +337,8 @@ impl LiveCheckpoint {
             state.finished_boundary_published = true;
             self.highest_boundary.store(u64::MAX, Ordering::Release);
         }
+        // Every process of a cluster has the new boundaries before any source can stamp above them.
+        self.cluster.published(&state.published[state.published.len() - published.len()..]);
         // Finished instances cut every new boundary at their end.
         for epoch in published {
             for ((source, _), cuts) in &state.finished_cuts {
@@ -326,6 +362,10 @@ impl LiveCheckpoint {
     /// for every boundary published from now on. Returns the boundaries published so far, whose
     /// cuts the instance reports itself.
     pub fn source_finished(&self, source: &str, worker: usize, final_cuts: Vec<PartitionOffset>) -> Vec<Boundary> {
+        if let Some(member) = self.cluster.member() {
+            member.finished(source, worker, final_cuts, self.records_since_boundary.swap(0, Ordering::Relaxed));
+            return self.boundaries();
+        }
         self.downgrades.lock().expect("checkpoint lock").finished_cuts.insert((source.to_string(), worker), final_cuts);
         self.source_downgrade(source, worker, None)
     }
@@ -346,6 +386,9 @@ impl LiveCheckpoint {
 
     /// A source partition's cut at the end of `epoch`.
     pub fn report_cut(&self, epoch: u64, source: &str, cut: PartitionOffset) -> Result<(), CheckpointError> {
+        if let Some(member) = self.cluster.member() {
+            return member.report_cut(epoch, source, cut);
+        }
         let mut guard = self.coordinator.lock().expect("coordinator lock");
         let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_cut(epoch, source, cut)?;
@@ -354,6 +397,9 @@ impl LiveCheckpoint {
 
     /// An operator's snapshot of `epoch` on one worker (already written to the directory).
     pub fn report_state(&self, epoch: u64, state: StateFileRef) -> Result<(), CheckpointError> {
+        if let Some(member) = self.cluster.member() {
+            return member.report_state(epoch, state);
+        }
         let mut guard = self.coordinator.lock().expect("coordinator lock");
         let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_state(epoch, state)?;
@@ -362,6 +408,9 @@ impl LiveCheckpoint {
 
     /// A sink's output of `epoch` on one worker is durable and not yet visible.
     pub fn report_prepared(&self, epoch: u64, sink: &str, worker: usize) -> Result<(), CheckpointError> {
+        if let Some(member) = self.cluster.member() {
+            return member.report_prepared(epoch, sink, worker);
+        }
         let mut guard = self.coordinator.lock().expect("coordinator lock");
         let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_prepared(epoch, sink, worker)?;
@@ -386,8 +435,12 @@ impl LiveCheckpoint {
             self.committed.fetch_max(epoch + 1, Ordering::AcqRel);
         }
         if !committed.is_empty() {
+            self.cluster.committed(self.committed.load(Ordering::Acquire));
+        }
+        if !committed.is_empty() {
             if let Some(dir) = &self.dir {
-                dir.cleanup(self.keep)?;
+                // Not `cleanup`: workers may be writing temporary files of later epochs right now.
+                dir.remove_old_epochs(self.keep)?;
             }
         }
         Ok(())
@@ -397,6 +450,34 @@ impl LiveCheckpoint {
     /// their commit (`commits/N` durable), oldest first: the checkpoint's commit latency.
     pub fn commit_latencies(&self) -> Vec<Duration> {
         self.commit_latencies.lock().expect("commit latencies").iter().copied().collect()
+    }
+
+    /// In a cluster: how this process takes part (set once, before the coordinator is shared).
+    pub(super) fn with_cluster_role(mut self, role: super::cluster::Role) -> Self {
+        self.cluster = role;
+        self
+    }
+
+    /// What the query resumes from.
+    pub(super) fn resume_point(&self) -> &Resume {
+        &self.resume
+    }
+
+    /// Another process of a cluster: boundaries process 0 published (pushed to it before any
+    /// source could stamp above them).
+    pub(super) fn receive_boundaries(&self, boundaries: &[Boundary]) {
+        let mut state = self.downgrades.lock().expect("checkpoint lock");
+        for boundary in boundaries {
+            if state.published.last().is_none_or(|last| last.epoch < boundary.epoch) {
+                state.published.push(*boundary);
+                self.highest_boundary.store(boundary.boundary.as_millis(), Ordering::Release);
+            }
+        }
+    }
+
+    /// Another process of a cluster: process 0 committed every epoch before `next`.
+    pub(super) fn receive_committed(&self, next: u64) {
+        self.committed.fetch_max(next, Ordering::AcqRel);
     }
 
     /// The last committed epoch: sinks may make its output (and every earlier epoch's) visible.

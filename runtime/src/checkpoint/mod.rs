@@ -7,6 +7,7 @@
 //! DIR/commits/<epoch>                       the epoch is complete; lists its state snapshots
 //! DIR/state/<operator>/<worker>/<epoch>     one operator's state on one worker (opaque bytes)
 //! DIR/sinks/<sink>/<worker>/<epoch>         a sink instance's record of the epoch (prepared / committed)
+//! DIR/sinks/<sink>/<worker>/staged/<epoch>  a sink instance's output of the epoch, staged ahead of delivery
 //! ```
 //!
 //! Every file has a one-line header (format version, record kind, length, CRC-32) and is written
@@ -44,6 +45,7 @@
 //! # std::fs::remove_dir_all(&path).unwrap();
 //! ```
 
+pub mod cluster;
 pub mod coordinator;
 pub mod cut;
 mod error;
@@ -79,6 +81,8 @@ const OFFSETS: &str = "offsets";
 const COMMITS: &str = "commits";
 const STATE: &str = "state";
 const SINKS: &str = "sinks";
+/// `sinks/<sink>/<worker>/staged/`: a sink's staged epoch outputs (see [`CheckpointDir::write_sink_data`]).
+const STAGED: &str = "staged";
 const SUBDIRS: [&str; 4] = [OFFSETS, COMMITS, STATE, SINKS];
 
 /// Where a query starts, as decided by [`CheckpointDir::open_or_create`].
@@ -495,6 +499,43 @@ impl CheckpointDir {
         file::read_json(&path, FileKind::Sink).map(Some)
     }
 
+    /// `sinks/<sink>/<worker>/staged/<epoch>`: a sink instance's output of one epoch, staged.
+    pub fn sink_data_path(&self, sink: &str, worker: usize, epoch: u64) -> PathBuf {
+        self.sink_dir(sink).join(worker.to_string()).join(STAGED).join(epoch.to_string())
+    }
+
+    /// Stages a sink instance's output of `epoch` (opaque bytes, checked by length and CRC-32
+    /// like every checkpoint file) **ahead of** `commits/<epoch>`: a sink that can only make
+    /// output visible after the commit (a Kafka transaction) keeps here what it will deliver, so
+    /// that it can deliver it after a crash without recomputing it.
+    ///
+    /// Staged data is the sink's to remove ([`CheckpointDir::remove_sink_data`], once delivered):
+    /// [`CheckpointDir::cleanup`] never removes it, whatever the epoch's age, because an epoch
+    /// can be committed in the checkpoint and not yet delivered. Opening the checkpoint removes
+    /// the staged data of epochs that were never committed (they are recomputed).
+    pub fn write_sink_data(&self, sink: &str, worker: usize, epoch: u64, bytes: &[u8]) -> Result<(), CheckpointError> {
+        self.refuse_committed(epoch)?;
+        let path = self.sink_data_path(sink, worker, epoch);
+        file::create_dir_durable(path.parent().expect("staged data lives in a directory"))?;
+        file::write_atomic(&path, FileKind::SinkData, bytes)
+    }
+
+    /// Reads a sink instance's staged output of `epoch`, checking its header, length and CRC-32
+    /// (a damaged file is [`CheckpointError::Corrupt`] naming it).
+    pub fn read_sink_data(&self, sink: &str, worker: usize, epoch: u64) -> Result<Vec<u8>, CheckpointError> {
+        file::read_checked(&self.sink_data_path(sink, worker, epoch), FileKind::SinkData)
+    }
+
+    /// The epochs a sink instance has staged output of, in increasing order.
+    pub fn sink_data_epochs(&self, sink: &str, worker: usize) -> Result<Vec<u64>, CheckpointError> {
+        epochs_in(&self.sink_dir(sink).join(worker.to_string()).join(STAGED))
+    }
+
+    /// Removes a sink instance's staged output of `epoch` (once delivered; absent is fine).
+    pub fn remove_sink_data(&self, sink: &str, worker: usize, epoch: u64) -> Result<(), CheckpointError> {
+        file::remove(&self.sink_data_path(sink, worker, epoch))
+    }
+
     /// The committed epochs, in increasing order.
     pub fn committed_epochs(&self) -> Result<Vec<u64>, CheckpointError> {
         epochs_in(&self.root.join(COMMITS))
@@ -506,12 +547,22 @@ impl CheckpointDir {
     }
 
     /// Removes every epoch older than the last `keep_last` committed ones (at least one is always
-    /// kept), and temporary files left by interrupted writes. Returns the epochs removed.
+    /// kept), and temporary files left by interrupted writes. Returns the epochs removed. Staged
+    /// sink data ([`CheckpointDir::write_sink_data`]) is not touched: its sink removes it once
+    /// delivered.
     pub fn cleanup(&self, keep_last: usize) -> Result<Vec<u64>, CheckpointError> {
+        let removed = self.remove_old_epochs(keep_last)?;
+        self.remove_temporary()?;
+        Ok(removed)
+    }
+
+    /// [`CheckpointDir::cleanup`] without removing temporary files: what a running query does
+    /// after each commit, while its workers (in any process of a cluster) may be writing the
+    /// temporary files of later epochs.
+    pub fn remove_old_epochs(&self, keep_last: usize) -> Result<Vec<u64>, CheckpointError> {
         let committed = self.committed_epochs()?;
         let keep_last = keep_last.max(1);
         if committed.len() <= keep_last {
-            self.remove_temporary()?;
             return Ok(Vec::new());
         }
         let oldest_kept = committed[committed.len() - keep_last];
@@ -523,7 +574,6 @@ impl CheckpointDir {
         for &epoch in &removed {
             self.remove_epoch_files(epoch)?;
         }
-        self.remove_temporary()?;
         Ok(removed)
     }
 
@@ -540,6 +590,12 @@ impl CheckpointDir {
         for &epoch in &discarded {
             self.remove_epoch_files(epoch)?;
             tracing::info!(checkpoint = %self.root.display(), epoch, "removed the files of an uncommitted epoch");
+        }
+        // Staged sink output of uncommitted epochs: never delivered, and recomputed.
+        for dir in self.staged_dirs()? {
+            for epoch in epochs_in(&dir)?.into_iter().filter(|&e| last.is_none_or(|l| e > l)) {
+                file::remove(&dir.join(epoch.to_string()))?;
+            }
         }
         self.remove_temporary()?;
         Ok(discarded)
@@ -577,6 +633,19 @@ impl CheckpointDir {
         Ok(dirs)
     }
 
+    /// Every `sinks/<sink>/<worker>/staged` directory.
+    fn staged_dirs(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let sinks = self.root.join(SINKS);
+        let mut dirs = Vec::new();
+        for (dir, _) in self.epoch_dirs()? {
+            let staged = dir.join(STAGED);
+            if dir.starts_with(&sinks) && staged.is_dir() {
+                dirs.push(staged);
+            }
+        }
+        Ok(dirs)
+    }
+
     /// Every epoch any file belongs to.
     fn all_epochs(&self) -> Result<BTreeSet<u64>, CheckpointError> {
         let mut epochs: BTreeSet<u64> = BTreeSet::new();
@@ -591,6 +660,7 @@ impl CheckpointDir {
     fn remove_temporary(&self) -> Result<(), CheckpointError> {
         let mut dirs = vec![self.root.to_path_buf(), self.root.join(OFFSETS), self.root.join(COMMITS)];
         dirs.extend(self.epoch_dirs()?.into_iter().map(|(dir, _)| dir));
+        dirs.extend(self.staged_dirs()?);
         for dir in dirs {
             for name in file::list(&dir)? {
                 if file::is_temporary(&name) {

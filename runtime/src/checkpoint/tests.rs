@@ -520,3 +520,51 @@ fn checksums_of_hard_linked_files_are_carried_over_from_the_previous_epoch() {
     assert!(message.contains("does not match the checksum"), "{message}");
     fs::remove_dir_all(&path).unwrap();
 }
+
+/// Staged sink data (a Kafka sink's epochs written ahead of their transaction) outlives cleanup
+/// of its epoch, whatever the epoch's age: only the sink removes it, once delivered. Opening the
+/// checkpoint removes the staged data of epochs never committed (and temporary files), and a
+/// damaged staged file is an error naming it.
+#[test]
+fn staged_sink_data_survives_cleanup_until_its_sink_removes_it() {
+    let path = scratch("staged");
+    let (dir, _) = CheckpointDir::open_or_create(&path, &metadata(2, "10s")).unwrap();
+    for epoch in 0..6 {
+        dir.write_sink_data("kafka:out", 1, epoch, format!("records of {epoch}").as_bytes()).unwrap();
+        write_epoch(&dir, epoch, epoch < 5);
+    }
+    assert_eq!(dir.cleanup(1).unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(dir.sink_data_epochs("kafka:out", 1).unwrap(), vec![0, 1, 2, 3, 4, 5], "cleanup keeps staged data");
+    assert_eq!(dir.read_sink_data("kafka:out", 1, 0).unwrap(), b"records of 0");
+    assert!(dir.sink_data_path("kafka:out", 1, 0).starts_with(dir.sink_dir("kafka:out")));
+    // A committed epoch's staged data cannot be written any more (it is written ahead).
+    assert!(matches!(
+        dir.write_sink_data("kafka:out", 1, 4, b"late"),
+        Err(CheckpointError::AlreadyCommitted { epoch: 4, .. })
+    ));
+    dir.remove_sink_data("kafka:out", 1, 0).unwrap();
+    dir.remove_sink_data("kafka:out", 1, 0).unwrap();
+    // A crash left a temporary file; the report does not mistake the staged directory for epochs.
+    let temporary = file::temporary_path(&dir.sink_data_path("kafka:out", 1, 9));
+    fs::write(&temporary, b"half").unwrap();
+    let report = CheckpointReport::read(&path).unwrap();
+    assert_eq!(report.last_committed, Some(4));
+
+    let (dir, resume) = CheckpointDir::open_or_create(&path, &metadata(2, "10s")).unwrap();
+    assert!(matches!(resume, Resume::FromEpoch { epoch: 4, .. }));
+    assert_eq!(dir.sink_data_epochs("kafka:out", 1).unwrap(), vec![1, 2, 3, 4], "epoch 5 was never committed");
+    assert!(!temporary.exists());
+
+    // Damaged staged files are refused, naming the file and the problem.
+    let staged = dir.sink_data_path("kafka:out", 1, 2);
+    let bytes = fs::read(&staged).unwrap();
+    fs::write(&staged, &bytes[..bytes.len() - 3]).unwrap();
+    let message = dir.read_sink_data("kafka:out", 1, 2).unwrap_err().to_string();
+    assert!(message.contains(&staged.display().to_string()) && message.contains("truncated"), "{message}");
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    fs::write(&staged, &flipped).unwrap();
+    let message = dir.read_sink_data("kafka:out", 1, 2).unwrap_err().to_string();
+    assert!(message.contains("does not match its checksum"), "{message}");
+    fs::remove_dir_all(&path).unwrap();
+}
