@@ -150,8 +150,8 @@ fn small_input(dir: &Path) -> std::path::PathBuf {
 }
 
 /// A restart with a changed window is refused before anything runs, naming the change;
-/// `--reset-checkpoint` starts fresh on purpose; a stateful operator that cannot snapshot yet
-/// refuses to run with a checkpoint instead of losing its state.
+/// `--reset-checkpoint` starts fresh on purpose; another job on the same checkpoint is refused,
+/// naming the operators removed and added.
 #[test]
 fn incompatible_restarts_fail_clearly_and_reset_starts_fresh() {
     let dir = std::env::temp_dir().join(unique_topic("checkpoint-compat"));
@@ -190,7 +190,8 @@ fn incompatible_restarts_fail_clearly_and_reset_starts_fresh() {
     let fresh = committed_rows(&output);
     assert!(fresh.iter().all(|(start, end, _, _)| end - start == 5_000), "the reset run counts 5 s windows");
 
-    let dedup = weir([
+    // Another job on the same checkpoint: the operators that came and went are named.
+    let other_job = weir([
         "run",
         "dedup",
         "--input",
@@ -200,10 +201,14 @@ fn incompatible_restarts_fail_clearly_and_reset_starts_fresh() {
         "--within",
         "1m",
         "--checkpoint",
-        dir.join("dedup-checkpoint").to_str().unwrap(),
+        checkpoint.to_str().unwrap(),
     ]);
-    assert!(!dedup.status.success());
-    let stderr = String::from_utf8_lossy(&dedup.stderr);
-    assert!(stderr.contains("cannot snapshot its state"), "{stderr}");
+    assert!(!other_job.status.success());
+    let stderr = String::from_utf8_lossy(&other_job.stderr);
+    assert!(
+        stderr.contains("`window-count`") && stderr.contains("was removed") && stderr.contains("`dedup`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--reset-checkpoint") && !stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -134,7 +134,7 @@ impl OperatorCheckpoint {
             }
         }
         let mut passed = Vec::new();
-        for boundary in self.live.boundaries() {
+        for boundary in self.live.boundaries_since(self.next_epoch) {
             if boundary.epoch < self.next_epoch {
                 continue;
             }
@@ -170,7 +170,7 @@ impl OperatorCheckpoint {
         if self.snapshotted_up_to.is_some_and(|done| highest <= done) {
             return None;
         }
-        match self.live.boundaries().into_iter().find(|b| b.epoch >= self.next_epoch) {
+        match self.live.boundaries_since(self.next_epoch).into_iter().next() {
             Some(next) => self.next_boundary = Some(next.boundary),
             // Every boundary published up to `highest` is snapshotted.
             None => self.snapshotted_up_to = Some(highest),

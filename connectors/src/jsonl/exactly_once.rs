@@ -146,7 +146,7 @@ impl SinkState {
     /// the lines prepared.
     fn prepare_passed(&mut self, passed: impl Fn(&EventTime) -> bool) -> Result<u64, String> {
         let mut rows = 0;
-        for boundary in self.checkpoint.boundaries() {
+        for boundary in self.checkpoint.boundaries_since(self.next_epoch) {
             if boundary.epoch < self.next_epoch {
                 continue;
             }

@@ -294,13 +294,13 @@ impl LiveCheckpoint {
     /// Called by a source instance *before* it stamps anything at `capability` (its new
     /// capability), and with `None` when it has finished. Publishes a boundary when the interval
     /// has passed (above every capability recorded so far, including this instance's previous
-    /// one), then records the new capability. Returns every boundary published so far, so the
-    /// source can report its cuts.
+    /// one), then records the new capability. Returns every boundary published so far of the epochs
+    /// not committed yet, so the source can report its cuts.
     pub fn source_downgrade(&self, source: &str, worker: usize, capability: Option<EventTime>) -> Vec<Boundary> {
         if let Some(member) = self.cluster.member() {
             // Under process 0's lock; what it published is in `published` before this returns.
             member.downgrade(source, worker, capability, self.records_since_boundary.swap(0, Ordering::Relaxed));
-            return self.boundaries();
+            return self.boundaries_since(self.committed.load(Ordering::Acquire));
         }
         let mut state = self.downgrades.lock().expect("checkpoint lock");
         let mut coordinator = self.coordinator.lock().expect("coordinator lock");
@@ -354,7 +354,9 @@ impl LiveCheckpoint {
                 tracing::error!(%error, "checkpoint coordinator");
             }
         }
-        state.published.clone()
+        // Epochs already committed have every cut: the source needs only the others.
+        let first = state.published.partition_point(|b| b.epoch < self.committed.load(Ordering::Acquire));
+        state.published[first..].to_vec()
     }
 
     /// Called by a source instance that has read everything, with its partitions' final cuts:
@@ -364,7 +366,7 @@ impl LiveCheckpoint {
     pub fn source_finished(&self, source: &str, worker: usize, final_cuts: Vec<PartitionOffset>) -> Vec<Boundary> {
         if let Some(member) = self.cluster.member() {
             member.finished(source, worker, final_cuts, self.records_since_boundary.swap(0, Ordering::Relaxed));
-            return self.boundaries();
+            return self.boundaries_since(self.committed.load(Ordering::Acquire));
         }
         self.downgrades.lock().expect("checkpoint lock").finished_cuts.insert((source.to_string(), worker), final_cuts);
         self.source_downgrade(source, worker, None)
@@ -373,6 +375,15 @@ impl LiveCheckpoint {
     /// The boundaries published so far, in order.
     pub fn boundaries(&self) -> Vec<Boundary> {
         self.downgrades.lock().expect("checkpoint lock").published.clone()
+    }
+
+    /// The boundaries published so far of epochs `epoch` and later, in order: what a participant
+    /// that has handled every earlier epoch still has to look at (the whole list grows with
+    /// every epoch of a long run).
+    pub fn boundaries_since(&self, epoch: u64) -> Vec<Boundary> {
+        let state = self.downgrades.lock().expect("checkpoint lock");
+        let first = state.published.partition_point(|b| b.epoch < epoch);
+        state.published[first..].to_vec()
     }
 
     /// The highest boundary published (ms), without taking a lock: an operator whose frontier is

@@ -244,7 +244,7 @@ impl Running {
     /// Stages every epoch whose end the frontier has passed (`passed(end)`), in order, and
     /// reports it prepared.
     fn prepare_passed(&mut self, passed: impl Fn(&EventTime) -> bool) -> Result<(), String> {
-        for boundary in self.checkpoint.boundaries() {
+        for boundary in self.checkpoint.boundaries_since(self.next_epoch) {
             if boundary.epoch < self.next_epoch {
                 continue;
             }
