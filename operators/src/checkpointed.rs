@@ -44,6 +44,15 @@ pub struct OperatorCheckpoint {
 }
 
 impl OperatorCheckpoint {
+    /// Records operator `operator`'s key and state types in the query's plan, so that restarting
+    /// from a checkpoint written with other types fails before anything runs, naming the change
+    /// (instead of failing to decode, or worse, decoding the bytes as something else). Call it at
+    /// build time whether or not the query checkpoints: the fingerprint comes from a build
+    /// without one.
+    pub fn record_types<K: ?Sized, S: ?Sized>(ctx: &QueryContext, operator: &str) {
+        ctx.plan().record_state_types(operator, std::any::type_name::<K>(), std::any::type_name::<S>());
+    }
+
     /// Registers operator `operator`'s state parts (`parts` are suffixes: `""` is the operator
     /// itself, `"left"` is `operator/left`) if the query checkpoints. Call it at build time.
     pub fn register(ctx: &QueryContext, operator: &str, worker: usize, parts: &[&str]) -> Option<Self> {

@@ -143,6 +143,7 @@ impl<'scope, D: 'static> WindowAggregate<'scope, D> for EventStream<'scope, D> {
         let metrics = ctx.metrics().operator(name);
         let (partials, operator_late) =
             pre_aggregate(self.records, name, windowing, key_of, aggregator.clone(), &metrics);
+        OperatorCheckpoint::record_types::<K, A::Acc>(ctx, name);
         let checkpoint = OperatorCheckpoint::register(ctx, name, partials.scope().index(), &[""]);
         let results = merge_and_emit(partials, name, windowing, mode, aggregator, metrics.clone(), checkpoint)?;
         let late = relabel_late(self.late, name, metrics).concat(operator_late);

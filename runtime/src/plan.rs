@@ -189,6 +189,8 @@ pub struct TimelyGraph {
 pub struct PlanRegistry {
     entries: Mutex<Vec<OperatorPlan>>,
     graph: Mutex<Option<TimelyGraph>>,
+    /// Stateful operator → (key type, state type), for the checkpoint's fingerprint.
+    state_types: Mutex<BTreeMap<String, (String, String)>>,
 }
 
 impl PlanRegistry {
@@ -198,6 +200,17 @@ impl PlanRegistry {
         if !entries.iter().any(|e| e.name == plan.name) {
             entries.push(plan);
         }
+    }
+
+    /// Records the key and state types of stateful operator `name` (`std::any::type_name`), so
+    /// a checkpoint written with other types is refused before anything runs, naming the change.
+    pub fn record_state_types(&self, name: &str, key_type: &str, state_type: &str) {
+        self.state_types.lock().unwrap().insert(name.to_string(), (key_type.to_string(), state_type.to_string()));
+    }
+
+    /// The key and state types recorded per stateful operator.
+    pub fn state_types(&self) -> BTreeMap<String, (String, String)> {
+        self.state_types.lock().unwrap().clone()
     }
 
     /// Every record, in the order they were made.

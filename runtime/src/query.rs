@@ -235,6 +235,10 @@ impl Query {
         // `start_explaining` directly: going through `start` would instantiate it for ever.
         let handle = explain.start_explaining(move |scope, ctx| build(scope, ctx))?;
         let plan = handle.plan().expect("an explained query has a plan");
+        let mut fingerprint = DataflowFingerprint::from_plan(&plan);
+        for (name, (key_type, state_type)) in handle.context().plan().state_types() {
+            fingerprint.set_types(&name, key_type, state_type);
+        }
         let id = self.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let total_workers = self.execution.workers * self.execution.addresses.len().max(1);
         if let (Some(address), true) = (&coordinator, self.execution.process != 0) {
@@ -244,7 +248,7 @@ impl Query {
                 hello: cluster::JoinRequest {
                     process: self.execution.process,
                     workers: total_workers,
-                    fingerprint: DataflowFingerprint::from_plan(&plan),
+                    fingerprint: fingerprint.clone(),
                 },
                 dir: settings.dir.clone(),
                 interval: settings.interval,
@@ -257,7 +261,7 @@ impl Query {
             });
         }
         let metadata =
-            CheckpointMetadata::new(id, self.name.clone(), total_workers, DataflowFingerprint::from_plan(&plan));
+            CheckpointMetadata::new(id, self.name.clone(), total_workers, fingerprint);
         let (dir, resume) = CheckpointDir::open_or_create(&settings.dir, &metadata)
             .map_err(|e| BuildError::invalid(&what, e.to_string(), "nothing was processed; the query did not start"))?;
         let id = dir.metadata().query_id.clone();

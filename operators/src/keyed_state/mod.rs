@@ -202,6 +202,7 @@ where
         );
         // A resumed query starts from this worker's store and timers as the last committed epoch
         // left them.
+        OperatorCheckpoint::record_types::<K, S>(ctx, name);
         let checkpoint = match OperatorCheckpoint::register(ctx, name, scope.index(), &["", "timers", "pending"]) {
             Some(checkpoint) => {
                 checkpoint.restore_store("", &mut store)?;
