@@ -197,8 +197,12 @@ fn crash_and_collect(args: &[String], dir: &Path, seed: u64, rocksdb: bool) -> V
     committed_lines(&output)
 }
 
-/// [`crash_loop`] with later kills (1 to 3.5 s after the start), each run's stderr kept in
-/// `dir/run-N.err`, and a time limit on the last run (which shows its stderr if it stalls).
+/// [`crash_loop`] for runs that are slow to start (RocksDB opens its stores and writes a
+/// checkpoint per epoch and worker, so the first commit can take more than a second on a loaded
+/// machine, and a fixed delay either kills every run before it commits or lets the job end before
+/// ten kills): each run is killed at a random moment 0–1 s after it committed its first epoch.
+/// Each run's stderr is kept in `dir/run-N.err`, and the last run has a time limit (a stalled run
+/// shows its stderr).
 fn slow_crash_loop(args: &[String], seed: u64, dir: &Path, progress: impl Fn() -> usize) -> (usize, usize) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let (mut killed, mut seen) = (0, Vec::new());
@@ -207,13 +211,27 @@ fn slow_crash_loop(args: &[String], seed: u64, dir: &Path, progress: impl Fn() -
         Command::new(BINARY).args(args).stdout(Stdio::null()).stderr(err).spawn().unwrap()
     };
     let stderr_of = |n: usize| std::fs::read_to_string(dir.join(format!("run-{n}.err"))).unwrap_or_default();
+    let last_commit = || -> Option<u64> {
+        let commits = std::fs::read_dir(dir.join("checkpoint").join("commits")).ok()?;
+        commits.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).max()
+    };
     std::fs::create_dir_all(dir).unwrap();
     for n in 0..4 * KILLS {
         if killed == KILLS {
             break;
         }
+        let before = last_commit();
         let mut child = run(n);
-        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_500)));
+        let waiting = Instant::now();
+        while last_commit() == before && child.try_wait().unwrap().is_none() {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(120),
+                "run {n} committed nothing in 2 minutes: {}",
+                stderr_of(n)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1_000)));
         match child.try_wait().unwrap() {
             None => {
                 child.kill().unwrap(); // SIGKILL

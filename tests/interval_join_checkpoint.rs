@@ -164,8 +164,8 @@ struct SlowReader {
     paused_until: Option<Instant>,
 }
 
-const PER_PAUSE: usize = 20;
-const PAUSE: Duration = Duration::from_millis(4);
+const PER_PAUSE: usize = 10;
+const PAUSE: Duration = Duration::from_millis(10);
 
 impl PartitionReader for SlowReader {
     type Record = Rec;

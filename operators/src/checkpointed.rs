@@ -24,7 +24,7 @@ use timely::progress::frontier::AntichainRef;
 use timely::progress::Antichain;
 use weir_runtime::checkpoint::LiveCheckpoint;
 use weir_runtime::context::QueryContext;
-use weir_runtime::error::BuildError;
+use weir_runtime::error::{BuildError, QueryError};
 use weir_runtime::state::{StateKey, StateStore, StateValue};
 use weir_runtime::time::EventTime;
 
@@ -39,6 +39,9 @@ pub struct OperatorCheckpoint {
     next_epoch: u64,
     /// That epoch's boundary, once published.
     next_boundary: Option<EventTime>,
+    /// To fail the query when a snapshot cannot be written: the epoch would never commit, and a
+    /// query that goes on running without committing looks healthy while its output stalls.
+    ctx: QueryContext,
     /// A boundary at or above every boundary snapshotted so far (the resume point after a restart).
     snapshotted_up_to: Option<EventTime>,
 }
@@ -61,6 +64,7 @@ impl OperatorCheckpoint {
             next_epoch: live.resumed().map_or(0, |(epoch, _)| epoch + 1),
             next_boundary: None,
             snapshotted_up_to: live.resumed().map(|(_, at)| at),
+            ctx: ctx.clone(),
             live,
             operator: operator.to_string(),
             worker,
@@ -187,20 +191,25 @@ impl OperatorCheckpoint {
         self.next_boundary
     }
 
-    /// Writes part `part` of `epoch` as bincode of `state` and reports it. A failure is logged:
-    /// the epoch then never commits, and the query resumes from an earlier one.
+    /// Writes part `part` of `epoch` as bincode of `state` and reports it. A failure fails the
+    /// query (naming the operator and the file): the epoch could never commit.
     pub fn write_bytes<S: Serialize + ?Sized>(&self, part: &str, epoch: u64, state: &S) {
         let name = self.part_name(part);
-        let bytes = match bincode::serialize(state) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(operator = %name, %error, "cannot serialize a checkpoint snapshot");
-                return;
-            }
-        };
-        if let Err(error) = self.live.snapshot(&name, self.worker, epoch, &bytes) {
-            tracing::error!(operator = %name, %error, "checkpoint snapshot failed");
+        let written = bincode::serialize(state)
+            .map_err(|error| format!("cannot serialize its snapshot of epoch {epoch}: {error}"))
+            .and_then(|bytes| {
+                self.live
+                    .snapshot(&name, self.worker, epoch, &bytes)
+                    .map_err(|error| format!("cannot write its snapshot of epoch {epoch} into the checkpoint: {error}"))
+            });
+        if let Err(message) = written {
+            self.fail(&name, message);
         }
+    }
+
+    fn fail(&self, operator: &str, message: String) {
+        tracing::error!(operator, worker = self.worker, %message, "checkpoint snapshot failed");
+        self.ctx.fail(QueryError::State { operator: operator.to_string(), message });
     }
 
     /// Writes part `part` of `epoch` from `store` (bytes for memory, a RocksDB checkpoint of
@@ -213,7 +222,7 @@ impl OperatorCheckpoint {
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = reported {
-            tracing::error!(operator = %name, %error, "checkpoint snapshot failed");
+            self.fail(&name, format!("cannot write its snapshot of epoch {epoch} into the checkpoint: {error}"));
         }
     }
 }

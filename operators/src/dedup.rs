@@ -197,6 +197,8 @@ where
             .output_mode("append (first record per key)")
             .exchange("records by key"),
     );
+    // The state: each key's last passed time, and the records buffered until their time passes.
+    OperatorCheckpoint::record_types::<K, (u64, D)>(ctx, name);
     let checkpoint = OperatorCheckpoint::register(ctx, name, worker, &["", "buffer"]);
     if let Some(checkpoint) = &checkpoint {
         checkpoint.restore_store("", &mut store)?;

@@ -1000,7 +1000,11 @@ where
             let right_rows = restore_side(checkpoint, "right", &mut rights)?;
             metrics.adjust_state(left_rows + right_rows, left_rows * left_bytes + right_rows * right_bytes);
             let snapshot: JoinSnapshot = checkpoint.restore_bytes("")?.unwrap_or_default();
-            restored_held = snapshot.held.map(|held| held.max(resume_at));
+            // Rows that may still be emitted need a capability (the snapshot always has one then).
+            let emits_later = (join_type.emits_unmatched_left() || join_type == JoinType::LeftSemi)
+                && lefts.earliest().is_some()
+                || join_type.emits_unmatched_right() && rights.earliest().is_some();
+            restored_held = snapshot.held.or(emits_later.then_some(resume_at)).map(|held| held.max(resume_at));
             floor = Some(resume_at);
         }
     }

@@ -184,6 +184,7 @@ impl<'scope, D: 'static> SessionAggregate<'scope, D> for EventStream<'scope, D> 
             .output_mode(mode)
             .exchange("partial sessions by key (pre-sessionized per worker before the exchange)"),
         );
+        OperatorCheckpoint::record_types::<K, Vec<Session<A::Acc>>>(ctx, name);
         let checkpoint = OperatorCheckpoint::register(ctx, name, worker, &["", "index"]);
         if let Some(checkpoint) = &checkpoint {
             checkpoint.restore_store("", &mut store)?;

@@ -454,6 +454,9 @@ fn build_event_source<'scope, S: Source>(
             }
             if let (Some(checkpoint), Some(cuts)) = (checkpoint.as_ref(), cuts.as_ref()) {
                 report_cuts(checkpoint, &ctx, &description, cuts, &boundaries, &mut next_cut_epoch);
+                if let Some(message) = checkpoint.failure() {
+                    ctx.fail(QueryError::State { operator: "checkpoint coordinator".to_string(), message });
+                }
             }
             shared_watermark.fetch_max(records_cap.time().as_millis(), Ordering::Relaxed);
             if options.idle_timeout.is_some() {

@@ -79,6 +79,9 @@ pub struct LiveCheckpoint {
     ended_at: Mutex<BTreeMap<u64, Instant>>,
     /// From an epoch's end to its commit (`commits/N` written), for the most recent epochs.
     commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
+    /// Why the coordinator cannot go on, found where no caller could be told: the sources fail
+    /// the query with it (a query that runs on without committing looks healthy and is not).
+    failure: Mutex<Option<String>>,
     /// In a cluster: process 0 pushes boundaries and commits to the other processes, which
     /// forward everything else to it (see [`super::cluster`]).
     cluster: super::cluster::Role,
@@ -115,6 +118,7 @@ impl LiveCheckpoint {
             records_since_boundary: AtomicU64::new(0),
             ended_at: Mutex::new(BTreeMap::new()),
             commit_latencies: Mutex::new(std::collections::VecDeque::new()),
+            failure: Mutex::new(None),
             cluster: super::cluster::Role::Single,
         }
     }
@@ -148,6 +152,7 @@ impl LiveCheckpoint {
             records_since_boundary: AtomicU64::new(0),
             ended_at: Mutex::new(BTreeMap::new()),
             commit_latencies: Mutex::new(std::collections::VecDeque::new()),
+            failure: Mutex::new(None),
             cluster: super::cluster::Role::Single,
         }
     }
@@ -344,14 +349,14 @@ impl LiveCheckpoint {
             for ((source, _), cuts) in &state.finished_cuts {
                 for cut in cuts {
                     if let Err(error) = coordinator.report_cut(epoch, source, cut.clone()) {
-                        tracing::error!(%error, "cannot report a finished source's cut");
+                        self.record_failure(format!("cannot report a finished source's cut: {error}"));
                     }
                 }
             }
         }
         if !state.finished_cuts.is_empty() {
             if let Err(error) = self.advance(coordinator) {
-                tracing::error!(%error, "checkpoint coordinator");
+                self.record_failure(error.to_string());
             }
         }
         // Epochs already committed have every cut: the source needs only the others.
@@ -489,6 +494,17 @@ impl LiveCheckpoint {
     /// Another process of a cluster: process 0 committed every epoch before `next`.
     pub(super) fn receive_committed(&self, next: u64) {
         self.committed.fetch_max(next, Ordering::AcqRel);
+    }
+
+    /// Why checkpointing cannot go on, if it cannot (a commit or cut that could not be written
+    /// where no caller could be told); event sources fail the query with it.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("checkpoint failure").clone()
+    }
+
+    fn record_failure(&self, message: String) {
+        tracing::error!(%message, "checkpoint coordinator");
+        self.failure.lock().expect("checkpoint failure").get_or_insert(message);
     }
 
     /// The last committed epoch: sinks may make its output (and every earlier epoch's) visible.
