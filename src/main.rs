@@ -83,12 +83,22 @@ fn main() {
 }
 
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).try_init();
+    // Where a checkpointed query resumes from is always said (target `weir::checkpoint`).
+    let checkpoint_level = if verbose == 0 { tracing::Level::INFO } else { level };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("weir::checkpoint", checkpoint_level);
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(filter)
+        .try_init();
 }
 
 fn run(command: Command) -> Result<()> {

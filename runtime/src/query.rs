@@ -260,20 +260,24 @@ impl Query {
                 BuildError::invalid(&what, e.to_string(), "start process 0 with the same job, flags and checkpoint")
             });
         }
-        let metadata =
-            CheckpointMetadata::new(id, self.name.clone(), total_workers, fingerprint);
+        let metadata = CheckpointMetadata::new(id, self.name.clone(), total_workers, fingerprint);
         let (dir, resume) = CheckpointDir::open_or_create(&settings.dir, &metadata)
             .map_err(|e| BuildError::invalid(&what, e.to_string(), "nothing was processed; the query did not start"))?;
         let id = dir.metadata().query_id.clone();
         match &resume {
-            crate::checkpoint::Resume::Fresh => {
-                tracing::info!(checkpoint = %settings.dir.display(), query_id = %id, "starting fresh")
-            }
+            crate::checkpoint::Resume::Fresh => tracing::info!(
+                target: "weir::checkpoint",
+                checkpoint = %settings.dir.display(),
+                query_id = %id,
+                "no committed epoch: starting fresh from the sources' starting offsets"
+            ),
             crate::checkpoint::Resume::FromEpoch { epoch, offsets, .. } => tracing::info!(
+                target: "weir::checkpoint",
                 checkpoint = %settings.dir.display(),
                 query_id = %id,
                 epoch,
-                resume_at = %offsets.end,
+                next_epoch_starts = %describe_boundary(offsets.end),
+                offsets = %describe_offsets(offsets),
                 "resuming after the last committed epoch"
             ),
         }
@@ -740,4 +744,29 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a panic without a message".to_string()
     }
+}
+
+/// A boundary for the startup log: the last one ends the input.
+fn describe_boundary(boundary: EventTime) -> String {
+    if boundary == EventTime::MAX {
+        "after the end of the input".to_string()
+    } else {
+        boundary.to_string()
+    }
+}
+
+/// Where each source partition resumes, for the startup log: `source p0 at {..}, p1 at {..}; ...`.
+fn describe_offsets(offsets: &crate::checkpoint::EpochOffsets) -> String {
+    offsets
+        .sources
+        .iter()
+        .map(|(source, cuts)| {
+            let cuts: Vec<String> = cuts
+                .iter()
+                .map(|cut| format!("p{} at {} (watermark {})", cut.partition, cut.position, cut.watermark.watermark))
+                .collect();
+            format!("{source}: {}", cuts.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -237,7 +237,7 @@ fn build_event_source<'scope, S: Source>(
         for index in (0..source.partitions()).filter(|p| p % peers == worker && !explaining) {
             let opened = match resume.as_ref().map(|resume| resume.partitions.get(&index)) {
                 Some(Some(cut)) => source.open_at(index, &cut.position).map(|reader| {
-                    tracing::info!(source = %description, partition = index, position = %cut.position, "partition resumes from the checkpoint");
+                    tracing::info!(target: "weir::checkpoint", source = %description, partition = index, position = %cut.position, "partition resumes from the checkpoint");
                     (reader, Some(cut.watermark))
                 }),
                 Some(None) => {

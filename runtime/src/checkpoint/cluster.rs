@@ -820,10 +820,10 @@ pub fn join(settings: &JoinSettings) -> Result<(String, Arc<LiveCheckpoint>), Ch
     member.listen(Arc::downgrade(&live))?;
     match live.resumed() {
         None => {
-            tracing::info!(address, process = settings.hello.process, query_id = %id, "joined the checkpoint coordinator: starting fresh")
+            tracing::info!(target: "weir::checkpoint", address, process = settings.hello.process, query_id = %id, "joined the checkpoint coordinator: starting fresh")
         }
         Some((epoch, at)) => {
-            tracing::info!(address, process = settings.hello.process, query_id = %id, epoch, resume_at = %at, "joined the checkpoint coordinator: resuming after the last committed epoch")
+            tracing::info!(target: "weir::checkpoint", address, process = settings.hello.process, query_id = %id, epoch, resume_at = %at, "joined the checkpoint coordinator: resuming after the last committed epoch")
         }
     }
     Ok((id, live))

@@ -243,7 +243,7 @@ impl CheckpointDir {
             });
         }
         state_files.sort_by(|a, b| (&a.operator, a.worker).cmp(&(&b.operator, b.worker)));
-        tracing::info!(checkpoint = %dir.root.display(), epoch, "resuming after the last committed epoch");
+        tracing::debug!(checkpoint = %dir.root.display(), epoch, "opened at the last committed epoch");
         let resume =
             Resume::FromEpoch { epoch, offsets, state_files, compatible_changes: diff.compatible, discarded_epochs };
         Ok((dir, resume))
