@@ -63,7 +63,7 @@ scripts/build-guide.sh "${TMPDIR:-/tmp}/weir-guide"
 step "examples"
 # quickstart's first 10 s window is final at most ~13 s after it starts; the others are bounded.
 for example in quickstart append_mode update_mode complete_mode lookup_join running_count sessionization \
-  kafka_window_count kafka_avro_exactly_once schema_evolution; do
+  kafka_window_count kafka_avro_exactly_once schema_evolution checkpointed_counts; do
   echo "-- example $example"
   cargo run --quiet --example "$example" -- --seconds 14 > "${TMPDIR:-/tmp}/weir-example-$example.out"
   head -n 12 "${TMPDIR:-/tmp}/weir-example-$example.out"
@@ -73,7 +73,7 @@ done
 step "benches (short runs; full numbers: cargo bench)"
 WEIR_BENCH_ROWS="${WEIR_BENCH_ROWS:-4000000}" cargo bench --bench window_count
 # The operator benches, each on a small input: they must run and check their results.
-for bench in lookup_join session dedup distinct interval_join keyed_state nexmark kafka_source; do
+for bench in lookup_join session dedup distinct interval_join keyed_state nexmark kafka_source checkpoint_cost; do
   WEIR_BENCH_ROWS="${WEIR_BENCH_SMALL_ROWS:-200000}" cargo bench --bench "$bench"
 done
 
