@@ -205,6 +205,40 @@ fn attribution_on_rocksdb_matches_the_batch_computation() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// With `--checkpoint` (epochs of 5 ms) and the exactly-once file sink, on both state backends,
+/// the committed rows are the oracle's; running the finished query again commits nothing more.
+#[test]
+fn attribution_with_a_checkpoint_commits_the_same_rows() {
+    let dir = tempdir("attribution-checkpoint");
+    for (seed, backend) in [(30, "memory"), (31, "rocksdb"), (32, "memory")] {
+        let case = random_case(seed);
+        let (expected, _) = oracle(&case);
+        let (checkpoint, output) = (dir.join(format!("checkpoint-{seed}")), dir.join(format!("out-{seed}")));
+        let state = dir.join("state");
+        let extra = [
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--checkpoint-interval",
+            "5ms",
+            "--sink",
+            "files",
+            "--output-dir",
+            output.to_str().unwrap(),
+            "--state-backend",
+            backend,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        for run in ["first run", "run of the finished query"] {
+            let (stdout_rows, _) = run_case(&dir, seed, &case, "2", &extra);
+            assert!(stdout_rows.is_empty(), "seed {seed}: rows went to the files, not to stdout");
+            let committed = rows_of(&support::crash::committed_lines(&output));
+            assert_eq!(committed, expected, "seed {seed} on {backend}, {run}: committed rows");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The first click counts, not the others: two impressions, three clicks, by hand.
 #[test]
 fn each_impression_counts_once_at_its_first_click() {
