@@ -181,6 +181,7 @@ impl SinkState {
                 break;
             }
             self.out.commit(epoch, self.worker).map_err(|e| e.to_string())?;
+            self.checkpoint.report_sink_committed(epoch, &self.name, self.worker).map_err(|e| e.to_string())?;
             self.prepared.remove(0);
         }
         Ok(())

@@ -206,7 +206,11 @@ impl fmt::Display for CheckpointReport {
             };
             write!(f, "epoch {}: {status}", epoch.epoch)?;
             if let (Some(start), Some(end)) = (epoch.start, epoch.end) {
-                write!(f, "; times [{start}, {end})")?;
+                if end == crate::time::EventTime::MAX {
+                    write!(f, "; times [{start}, the end of the input]")?;
+                } else {
+                    write!(f, "; times [{start}, {end})")?;
+                }
             }
             writeln!(f)?;
             match &epoch.offsets {

@@ -25,7 +25,7 @@ use crate::time::EventTime;
 
 use super::coordinator::{EpochCoordinator, Participants};
 use super::error::CheckpointError;
-use super::records::{PartitionOffset, StateFileRef};
+use super::records::{PartitionOffset, SinkEpochStatus, StateFileRef};
 use super::{CheckpointDir, Resume};
 
 /// A published boundary: epoch `epoch` ends at time `boundary` (exclusive).
@@ -424,6 +424,7 @@ impl LiveCheckpoint {
 
     /// A sink's output of `epoch` on one worker is durable and not yet visible.
     pub fn report_prepared(&self, epoch: u64, sink: &str, worker: usize) -> Result<(), CheckpointError> {
+        self.record_sink_epoch(epoch, sink, worker, SinkEpochStatus::Prepared)?;
         if let Some(member) = self.cluster.member() {
             return member.report_prepared(epoch, sink, worker);
         }
@@ -431,6 +432,27 @@ impl LiveCheckpoint {
         let coordinator = guard.as_mut().ok_or_else(not_sealed)?;
         coordinator.report_prepared(epoch, sink, worker)?;
         self.advance(coordinator)
+    }
+
+    /// Records that a sink instance made its output of `epoch` visible (renamed its file,
+    /// committed its transaction), for `weir checkpoint inspect`.
+    pub fn report_sink_committed(&self, epoch: u64, sink: &str, worker: usize) -> Result<(), CheckpointError> {
+        self.record_sink_epoch(epoch, sink, worker, SinkEpochStatus::Committed)
+    }
+
+    /// Writes `sinks/<sink>/<worker>/<epoch>` (each process writes its own workers' records into
+    /// the shared directory).
+    fn record_sink_epoch(
+        &self,
+        epoch: u64,
+        sink: &str,
+        worker: usize,
+        status: SinkEpochStatus,
+    ) -> Result<(), CheckpointError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let record =
+            super::SinkEpochRecord { sink: sink.to_string(), worker, epoch, status, detail: serde_json::Value::Null };
+        dir.write_sink_record(&record)
     }
 
     fn advance(&self, coordinator: &mut EpochCoordinator) -> Result<(), CheckpointError> {

@@ -162,6 +162,7 @@ pub(super) fn write<'scope>(
         worker,
         pending: BTreeMap::new(),
         next_epoch: 0,
+        invisible: Vec::new(),
     });
     builder.build_reschedule(move |_capabilities| {
         move |frontiers| {
@@ -190,8 +191,9 @@ pub(super) fn write<'scope>(
                         metrics.output_rows.fetch_add(rows, Ordering::Relaxed);
                         metrics.epoch_committed(took);
                     }
-                    // Staged epochs wait for the coordinator's commit, which no input announces.
-                    let waiting = sink.staging.waiting();
+                    // Staged epochs (and empty ones, for their sink records) wait for the
+                    // coordinator's commit, which no input announces.
+                    let waiting = sink.staging.waiting() || !sink.invisible.is_empty();
                     if waiting {
                         activator.activate_after(COMMIT_POLL);
                     }
@@ -238,6 +240,8 @@ struct Running {
     pending: BTreeMap<EventTime, Vec<ProducerRecord>>,
     /// The next epoch to stage.
     next_epoch: u64,
+    /// Epochs staged (or empty) whose output is not visible yet, for the sink records.
+    invisible: Vec<u64>,
 }
 
 impl Running {
@@ -264,6 +268,7 @@ impl Running {
             }
             self.staging.stage(boundary.epoch, records)?;
             self.checkpoint.report_prepared(boundary.epoch, &self.name, self.worker).map_err(|e| e.to_string())?;
+            self.invisible.push(boundary.epoch);
             self.next_epoch = boundary.epoch + 1;
         }
         Ok(())
@@ -273,7 +278,18 @@ impl Running {
     /// how long the transaction took, if there was one.
     fn deliver_committed(&mut self) -> Result<Option<(u64, Duration)>, String> {
         let started = Instant::now();
-        let delivered = self.staging.deliver(&mut self.output, self.checkpoint.last_committed())?;
+        let last_committed = self.checkpoint.last_committed();
+        let delivered = self.staging.deliver(&mut self.output, last_committed)?;
+        // Every epoch up to the last committed one is now delivered (or had nothing to deliver).
+        if let Some(last) = last_committed {
+            while let Some(&epoch) = self.invisible.first() {
+                if epoch > last {
+                    break;
+                }
+                self.checkpoint.report_sink_committed(epoch, &self.name, self.worker).map_err(|e| e.to_string())?;
+                self.invisible.remove(0);
+            }
+        }
         Ok(delivered.map(|(rows, waited)| {
             let took = started.elapsed();
             tracing::debug!(
