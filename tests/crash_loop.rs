@@ -11,65 +11,20 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 mod support;
-use support::crash::{committed_rows, crash_loop};
-use support::kafka::{brokers, consume_all, create_topic, row, unique_topic, window_count_oracle, Isolation, Row};
+use support::crash::{
+    assert_each_once, assert_enough_kills, committed_count, committed_rows, crash_loop, kafka_job_args,
+};
+use support::kafka::{
+    brokers, consume_all, create_topic, produce_test_stream, rows_of, unique_topic, window_count_oracle, Isolation,
+    Row, TestStream,
+};
 use support::{check, weir};
-
-fn produce(brokers: &str, topic: &str) {
-    check(&weir([
-        "kafka",
-        "produce-test-data",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--partitions",
-        "3",
-        "--records",
-        "600000",
-        "--keys",
-        "50",
-        "--step",
-        "5ms",
-        "--late-fraction",
-        "0.02",
-        "--late-by",
-        "30s",
-        "--seed",
-        "11",
-    ]));
-}
 
 /// The job's arguments: bounded read of `topic`, 10 s windows, 2 s watermark delay, 2 workers,
 /// checkpoints every 20 ms, reading slowly enough (a cap per activation) to be killed mid-way.
 fn job_args(brokers: &str, topic: &str, checkpoint: &Path, sink: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "window-count",
-        "--source",
-        "kafka",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--ending-offsets",
-        "latest",
-        "--max-offsets-per-epoch",
-        "300",
-        "--window",
-        "10s",
-        "--watermark-delay",
-        "2s",
-        "-w",
-        "2",
-        "--checkpoint-interval",
-        "20ms",
-        "--checkpoint",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(checkpoint.display().to_string());
+    let flags = ["--window", "10s", "--watermark-delay", "2s", "-w", "2"];
+    let mut args = kafka_job_args(&["window-count"], brokers, &["--topic", topic], 300, &flags, checkpoint);
     args.extend(sink.iter().cloned());
     args
 }
@@ -78,34 +33,16 @@ fn job_args(brokers: &str, topic: &str, checkpoint: &Path, sink: &[String]) -> V
 fn exactly_once_file_output_survives_a_crash_loop() {
     let brokers = brokers();
     let topic = unique_topic("crash-loop");
-    produce(&brokers, &topic);
+    produce_test_stream(&brokers, &topic, TestStream::new(600_000, 50, 11));
     let (expected, late) =
         window_count_oracle(&consume_all(&brokers, &topic, Isolation::ReadUncommitted), 2_000, 10_000, false);
     assert!(late > 100, "the input has late records");
     let dir = std::env::temp_dir().join(unique_topic("crash-loop-dir"));
     let (checkpoint, output) = (dir.join("checkpoint"), dir.join("out"));
     let sink = ["--sink".to_string(), "files".to_string(), "--output-dir".to_string(), output.display().to_string()];
-    let (killed, mid_way) = crash_loop(&job_args(&brokers, &topic, &checkpoint, &sink), 7, || {
-        if output.exists() {
-            committed_rows(&output).len()
-        } else {
-            0
-        }
-    });
-    assert!(killed >= 10, "only {killed} runs were killed: the job finished too fast to test recovery");
-    assert!(mid_way >= 3, "only {mid_way} runs were killed with part of the output committed");
-
-    let written = committed_rows(&output);
-    let unique: BTreeSet<Row> = written.iter().cloned().collect();
-    assert_eq!(written.len(), unique.len(), "a window was written twice");
-    let missing: Vec<_> = expected.difference(&unique).take(3).collect();
-    let extra: Vec<_> = unique.difference(&expected).take(3).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "after {killed} crashes: {} windows expected, {} written; missing e.g. {missing:?}, unexpected e.g. {extra:?}",
-        expected.len(),
-        unique.len()
-    );
+    let (killed, mid_way) = crash_loop(&job_args(&brokers, &topic, &checkpoint, &sink), 7, || committed_count(&output));
+    assert_enough_kills("", (killed, mid_way));
+    assert_each_once(&format!("after {killed} crashes"), "window", &committed_rows(&output), &expected);
     // `weir checkpoint inspect` shows the epochs.
     let inspected = weir(["checkpoint", "inspect", checkpoint.to_str().unwrap()]);
     check(&inspected);
@@ -117,19 +54,16 @@ fn exactly_once_file_output_survives_a_crash_loop() {
 fn at_least_once_output_of_the_same_loop_has_duplicates() {
     let brokers = brokers();
     let topic = unique_topic("crash-loop-alo");
-    produce(&brokers, &topic);
+    produce_test_stream(&brokers, &topic, TestStream::new(600_000, 50, 11));
     let out_topic = unique_topic("crash-loop-alo-out");
     create_topic(&brokers, &out_topic, 1);
     let dir = std::env::temp_dir().join(unique_topic("crash-loop-alo-dir"));
     let sink = ["--sink", "kafka", "--output-topic", &out_topic, "--delivery", "at-least-once"].map(String::from);
-    let (killed, mid_way) = crash_loop(&job_args(&brokers, &topic, &dir.join("checkpoint"), &sink), 8, || {
+    let kills = crash_loop(&job_args(&brokers, &topic, &dir.join("checkpoint"), &sink), 8, || {
         consume_all(&brokers, &out_topic, Isolation::ReadUncommitted).len()
     });
-    assert!(killed >= 10 && mid_way >= 3, "{killed} runs killed, {mid_way} in the middle of the work");
-    let written: Vec<Row> = consume_all(&brokers, &out_topic, Isolation::ReadUncommitted)
-        .iter()
-        .map(|r| row(&serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()))
-        .collect();
+    assert_enough_kills("", kills);
+    let written = rows_of(&brokers, &out_topic, Isolation::ReadUncommitted);
     let unique: BTreeSet<Row> = written.iter().cloned().collect();
     assert!(
         written.len() > unique.len(),

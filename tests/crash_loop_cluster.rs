@@ -10,44 +10,22 @@
 //! Needs `WEIR_KAFKA_BROKERS` (`scripts/test-env up`).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 mod support;
-use support::crash::{committed_rows, KILLS};
-use support::kafka::{brokers, consume_all, unique_topic, window_count_oracle, Isolation, Row};
+use support::crash::{
+    assert_each_once, assert_enough_kills, committed_count, committed_rows, kafka_job_args, CrashLoop, KillAt, Run,
+};
+use support::kafka::{
+    brokers, consume_all, produce_test_stream, unique_topic, window_count_oracle, Isolation, Row, TestStream,
+};
 use support::{check, weir, BINARY};
-
-fn produce(brokers: &str, topic: &str) {
-    check(&weir([
-        "kafka",
-        "produce-test-data",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--partitions",
-        "3",
-        "--records",
-        "600000",
-        "--keys",
-        "50",
-        "--step",
-        "5ms",
-        "--late-fraction",
-        "0.02",
-        "--late-by",
-        "30s",
-        "--seed",
-        "11",
-    ]));
-}
 
 /// `n` distinct free ports on 127.0.0.1 (held together while choosing, so they differ).
 fn free_ports(n: usize) -> Vec<u16> {
@@ -81,120 +59,23 @@ impl Cluster {
         Cluster { dir: dir.to_path_buf(), args }
     }
 
-    fn log(&self, process: usize) -> PathBuf {
-        self.dir.join(format!("process-{process}.log"))
-    }
-
     /// Starts both processes (stderr to `process-<i>.log`, replaced each time).
-    fn spawn(&self) -> [Child; 2] {
-        [0, 1].map(|process| {
-            Command::new(BINARY)
-                .args(&self.args[process])
-                .stdout(Stdio::null())
-                .stderr(File::create(self.log(process)).unwrap())
-                .spawn()
-                .unwrap()
-        })
+    fn spawn(&self) -> Run {
+        let commands = [0, 1].map(|process| {
+            let mut command = Command::new(BINARY);
+            command.args(&self.args[process]);
+            command
+        });
+        Run::spawn(commands.into(), (0..2).map(|p| self.dir.join(format!("process-{p}.log"))).collect())
     }
-
-    fn logs(&self) -> String {
-        (0..2)
-            .map(|p| format!("--- process {p} ---\n{}", std::fs::read_to_string(self.log(p)).unwrap_or_default()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Waits for both processes to end (at most `timeout`); if one fails or time runs out, kills
-    /// the other and fails with both logs.
-    fn wait(&self, children: &mut [Child; 2], timeout: Duration) -> [ExitStatus; 2] {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let statuses: Vec<Option<ExitStatus>> = children.iter_mut().map(|c| c.try_wait().unwrap()).collect();
-            if let [Some(a), Some(b)] = statuses[..] {
-                return [a, b];
-            }
-            let failed = statuses.iter().flatten().any(|status| !status.success());
-            if failed || Instant::now() >= deadline {
-                for child in children.iter_mut() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                assert!(!failed, "a process of the cluster failed:\n{}", self.logs());
-                panic!("the cluster did not end within {timeout:?}:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Runs the cluster again and again, SIGKILLing both processes after a random delay, until it has
-/// been killed `KILLS` times (a run that ends before its kill is not counted), then once to its
-/// end. Answers the runs killed and how many were killed with some, but not all, output visible.
-fn crash_loop(cluster: &Cluster, seed: u64, progress: impl Fn() -> usize) -> (usize, usize) {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let (mut killed, mut seen) = (0, Vec::new());
-    for _ in 0..4 * KILLS {
-        if killed == KILLS {
-            break;
-        }
-        let mut children = cluster.spawn();
-        std::thread::sleep(Duration::from_millis(rng.random_range(400..3000)));
-        let running = children.iter_mut().all(|c| c.try_wait().unwrap().is_none());
-        if running {
-            // Both at once, as a machine failure or a supervisor's restart would.
-            for child in children.iter_mut() {
-                child.kill().unwrap(); // SIGKILL
-            }
-            for child in children.iter_mut() {
-                child.wait().unwrap();
-            }
-            killed += 1;
-            seen.push(progress());
-        } else {
-            let statuses = cluster.wait(&mut children, Duration::from_secs(120));
-            assert!(statuses.iter().all(ExitStatus::success), "a run failed:\n{}", cluster.logs());
-        }
-    }
-    let mut children = cluster.spawn();
-    let statuses = cluster.wait(&mut children, Duration::from_secs(600));
-    assert!(statuses.iter().all(ExitStatus::success), "the last run failed:\n{}", cluster.logs());
-    let total = progress();
-    eprintln!("visible output when each run was killed: {seen:?}; at the end: {total}");
-    let mid_way = seen.iter().filter(|&&visible| visible > 0 && visible < total).count();
-    (killed, mid_way)
 }
 
 /// The job's arguments: bounded read of `topic`, 10 s windows, 2 s watermark delay, checkpoints
 /// every 20 ms, reading slowly enough (a cap per activation) to be killed mid-way ten times (a
 /// cluster starts more slowly than one process: the kills come later than in `crash_loop.rs`).
 fn job_args(brokers: &str, topic: &str, checkpoint: &Path, output: &Path) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "window-count",
-        "--source",
-        "kafka",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--ending-offsets",
-        "latest",
-        "--max-offsets-per-epoch",
-        "200",
-        "--window",
-        "10s",
-        "--watermark-delay",
-        "2s",
-        "--checkpoint-interval",
-        "20ms",
-        "--sink",
-        "files",
-        "--checkpoint",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(checkpoint.display().to_string());
+    let flags = ["--window", "10s", "--watermark-delay", "2s", "--sink", "files"];
+    let mut args = kafka_job_args(&["window-count"], brokers, &["--topic", topic], 200, &flags, checkpoint);
     args.push("--output-dir".to_string());
     args.push(output.display().to_string());
     args
@@ -204,7 +85,7 @@ fn job_args(brokers: &str, topic: &str, checkpoint: &Path, output: &Path) -> Vec
 fn exactly_once_file_output_of_a_two_process_cluster_survives_a_crash_loop() {
     let brokers = brokers();
     let topic = unique_topic("crash-loop-cluster");
-    produce(&brokers, &topic);
+    produce_test_stream(&brokers, &topic, TestStream::new(600_000, 50, 11));
     let (expected, late) =
         window_count_oracle(&consume_all(&brokers, &topic, Isolation::ReadUncommitted), 2_000, 10_000, false);
     assert!(late > 100, "the input has late records");
@@ -213,10 +94,14 @@ fn exactly_once_file_output_of_a_two_process_cluster_survives_a_crash_loop() {
     let ports = free_ports(3);
     let cluster =
         Cluster::new(&dir, &job_args(&brokers, &topic, &checkpoint, &output), [ports[0], ports[1]], Some(ports[2]));
-    let (killed, mid_way) =
-        crash_loop(&cluster, 17, || if output.exists() { committed_rows(&output).len() } else { 0 });
-    assert!(killed >= 10, "only {killed} runs were killed: the job finished too fast to test recovery");
-    assert!(mid_way >= 3, "only {mid_way} runs were killed with part of the output committed");
+    // Both processes killed at once, 0.4 to 3 s after their start (as a machine failure or a
+    // supervisor's restart would); the last run has 10 minutes.
+    let settings = CrashLoop {
+        last_run_limit: Some(Duration::from_secs(600)),
+        ..CrashLoop::new(17, KillAt::AfterStart(400..3000))
+    };
+    let (killed, mid_way) = settings.run(|_| cluster.spawn(), || committed_count(&output));
+    assert_enough_kills("", (killed, mid_way));
 
     // Both processes wrote output (one worker each): the files of epochs carry the worker index.
     let workers: BTreeSet<usize> = std::fs::read_dir(&output)
@@ -227,17 +112,7 @@ fn exactly_once_file_output_of_a_two_process_cluster_survives_a_crash_loop() {
         .collect();
     assert_eq!(workers, BTreeSet::from([0, 1]), "output of both processes' workers");
 
-    let written = committed_rows(&output);
-    let unique: BTreeSet<Row> = written.iter().cloned().collect();
-    assert_eq!(written.len(), unique.len(), "a window was written twice");
-    let missing: Vec<_> = expected.difference(&unique).take(3).collect();
-    let extra: Vec<_> = unique.difference(&expected).take(3).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "after {killed} crashes: {} windows expected, {} written; missing e.g. {missing:?}, unexpected e.g. {extra:?}",
-        expected.len(),
-        unique.len()
-    );
+    assert_each_once(&format!("after {killed} crashes"), "window", &committed_rows(&output), &expected);
     // The checkpoint was written by 2 workers in total, and inspect shows the epochs.
     let inspected = weir(["checkpoint", "inspect", checkpoint.to_str().unwrap()]);
     check(&inspected);
@@ -304,9 +179,8 @@ fn a_cluster_checkpoints_into_one_shared_directory() {
         ports_with_default_coordinator(),
         None,
     );
-    let mut children = cluster.spawn();
-    let statuses = cluster.wait(&mut children, Duration::from_secs(120));
-    assert!(statuses.iter().all(ExitStatus::success), "{}", cluster.logs());
+    let mut run = cluster.spawn();
+    run.wait(Some(Duration::from_secs(120))).unwrap_or_else(|error| panic!("the cluster failed: {error}"));
     let written = committed_rows(&dir.join("out"));
     let unique: BTreeSet<Row> = written.iter().cloned().collect();
     assert_eq!(written.len(), unique.len(), "a window was written twice");
@@ -322,19 +196,18 @@ fn a_cluster_checkpoints_into_one_shared_directory() {
     let own = dir.join("checkpoint-1").display().to_string();
     let position = cluster.args[1].iter().position(|a| a.ends_with("checkpoint-0")).unwrap();
     cluster.args[1][position] = own;
-    let mut children = cluster.spawn();
+    let mut run = cluster.spawn();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = children[1].try_wait().unwrap() {
+        if let Some(status) = run.children[1].try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "process 1 was not refused:\n{}", cluster.logs());
+        assert!(Instant::now() < deadline, "process 1 was not refused:\n{}", run.logs());
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = children[0].kill();
-    let _ = children[0].wait();
+    run.kill();
     assert!(!status.success());
-    let logs = cluster.logs();
+    let logs = run.logs();
     assert!(logs.contains("shared filesystem"), "{logs}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -15,50 +15,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use serde_json::Value;
 use weir::prelude::JoinType;
 
 mod support;
-use support::crash::{committed_lines, crash_loop, KILLS};
-use support::kafka::{brokers, consume_all, unique_topic, Isolation};
-use support::{check, weir, Arrival, PartitionClock, BINARY};
+use support::crash::{
+    assert_each_once, assert_enough_kills, committed_count, committed_lines, crash_loop, kafka_job_args, rocksdb_flags,
+    weir_crash_loop, CrashLoop, KillAt,
+};
+use support::kafka::{brokers, consume_all, produce_test_stream, unique_topic, Isolation, TestStream};
+use support::{Arrival, PartitionClock};
 
 /// Allowed lateness of both inputs (the test stream's disorder).
 const DELAY_MS: u64 = 2_000;
 /// The join's bounds: `l.ts - 200ms <= r.ts <= l.ts + 300ms`.
 const LOWER_MS: i64 = -200;
 const UPPER_MS: i64 = 300;
-
-fn produce(brokers: &str, topic: &str, seed: u64) {
-    check(&weir([
-        "kafka",
-        "produce-test-data",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--partitions",
-        "3",
-        "--records",
-        "150000",
-        "--keys",
-        "100",
-        "--step",
-        "5ms",
-        "--late-fraction",
-        "0.02",
-        "--late-by",
-        "30s",
-        "--seed",
-        &seed.to_string(),
-    ]));
-}
 
 /// One output row: the `value` (sequence number) of its left and right record.
 type Row = (Option<i64>, Option<i64>);
@@ -131,45 +104,14 @@ fn committed_rows(dir: &Path) -> Vec<Row> {
 /// The job's arguments: bounded reads of both topics, 2 workers, checkpoints every 20 ms,
 /// reading slowly enough (a cap per activation) to be killed mid-way.
 fn job_args(brokers: &str, (left, right): (&str, &str), join_type: JoinType, dir: &Path, rocksdb: bool) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "interval-join",
-        "--source",
-        "kafka",
-        "--brokers",
-        brokers,
-        "--left-topic",
-        left,
-        "--right-topic",
-        right,
-        "--ending-offsets",
-        "latest",
-        "--max-offsets-per-epoch",
-        "300",
-        "--lower",
-        &format!("{LOWER_MS}ms"),
-        "--upper",
-        &format!("{UPPER_MS}ms"),
-        "--join-type",
-        join_type.name(),
-        "--watermark-delay",
-        &format!("{DELAY_MS}ms"),
-        "-w",
-        "2",
-        "--checkpoint-interval",
-        "20ms",
-        "--sink",
-        "files",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for (flag, path) in [("--checkpoint", "checkpoint"), ("--output-dir", "out")] {
-        args.extend([flag.to_string(), dir.join(path).display().to_string()]);
-    }
+    let (lower, upper, delay) = (format!("{LOWER_MS}ms"), format!("{UPPER_MS}ms"), format!("{DELAY_MS}ms"));
+    let flags = ["--lower", &lower, "--upper", &upper, "--join-type", join_type.name(), "--watermark-delay", &delay];
+    let flags: Vec<&str> = flags.iter().copied().chain(["-w", "2", "--sink", "files"]).collect();
+    let inputs = ["--left-topic", left, "--right-topic", right];
+    let mut args = kafka_job_args(&["interval-join"], brokers, &inputs, 300, &flags, &dir.join("checkpoint"));
+    args.extend(["--output-dir".to_string(), dir.join("out").display().to_string()]);
     if rocksdb {
-        args.extend(["--state-backend".to_string(), "rocksdb".to_string()]);
-        args.extend(["--state-dir".to_string(), dir.join("state").display().to_string()]);
+        args.extend(rocksdb_flags(dir));
     }
     args
 }
@@ -178,61 +120,26 @@ fn survives_a_crash_loop(label: &str, join_type: JoinType, rocksdb: bool, seed: 
     let brokers = brokers();
     let (left, right) =
         (unique_topic(&format!("ij-crash-{label}-left")), unique_topic(&format!("ij-crash-{label}-right")));
-    produce(&brokers, &left, seed);
-    produce(&brokers, &right, seed + 1);
+    produce_test_stream(&brokers, &left, TestStream::new(150_000, 100, seed));
+    produce_test_stream(&brokers, &right, TestStream::new(150_000, 100, seed + 1));
     let expected = oracle(&brokers, &left, &right, join_type);
     let dir = std::env::temp_dir().join(unique_topic(&format!("ij-crash-{label}-dir")));
     let output = dir.join("out");
     let args = job_args(&brokers, (&left, &right), join_type, &dir, rocksdb);
-    let progress = || if output.exists() { committed_lines(&output).len() } else { 0 };
-    let (killed, mid_way) =
-        if rocksdb { slow_crash_loop(&args, seed, progress) } else { crash_loop(&args, seed, progress) };
-    assert!(killed >= 10, "{label}: only {killed} runs were killed: the job finished too fast to test recovery");
-    assert!(mid_way >= 3, "{label}: only {mid_way} runs were killed with part of the output committed");
-
-    let written = committed_rows(&output);
-    let unique: BTreeSet<Row> = written.iter().cloned().collect();
-    assert_eq!(written.len(), unique.len(), "{label}: a row was written twice");
-    let missing: Vec<_> = expected.difference(&unique).take(5).collect();
-    let extra: Vec<_> = unique.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{label}: after {killed} crashes: {} rows expected, {} written; missing e.g. {missing:?}, unexpected e.g. {extra:?}",
-        expected.len(),
-        unique.len()
-    );
+    let progress = || committed_count(&output);
+    // On RocksDB, longer runs before each kill: a RocksDB snapshot (a RocksDB checkpoint per
+    // store, worker and epoch) costs tens of milliseconds in a debug build, so a run commits its
+    // first epochs later than on the memory backend, and a kill within `crash_loop`'s 0.2-1.2 s
+    // would often come before any new commit.
+    let kills = if rocksdb {
+        weir_crash_loop(&args, &CrashLoop::new(seed, KillAt::AfterStart(800..3_000)), progress)
+    } else {
+        crash_loop(&args, seed, progress)
+    };
+    assert_enough_kills(label, kills);
+    let label = format!("{label}: after {} crashes", kills.0);
+    assert_each_once(&label, "row", &committed_rows(&output), &expected);
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// `crash_loop` with longer runs before each kill: a RocksDB snapshot (a RocksDB checkpoint per
-/// store, worker and epoch) costs tens of milliseconds in a debug build, so a run commits its
-/// first epochs later than on the memory backend, and a kill within `crash_loop`'s 0.2-1.2 s would
-/// often come before any new commit.
-fn slow_crash_loop(args: &[String], seed: u64, progress: impl Fn() -> usize) -> (usize, usize) {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut seen = Vec::new();
-    for _ in 0..4 * KILLS {
-        if seen.len() == KILLS {
-            break;
-        }
-        let mut child = Command::new(BINARY).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(800..3_000)));
-        match child.try_wait().unwrap() {
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                seen.push(progress());
-            }
-            Some(status) => {
-                let output = child.wait_with_output().unwrap();
-                assert!(status.success(), "a run failed: {}", String::from_utf8_lossy(&output.stderr));
-            }
-        }
-    }
-    let last = Command::new(BINARY).args(args).output().unwrap();
-    assert!(last.status.success(), "the last run failed: {}", String::from_utf8_lossy(&last.stderr));
-    let total = progress();
-    (seen.len(), seen.iter().filter(|visible| **visible > 0 && **visible < total).count())
 }
 
 #[test]

@@ -18,10 +18,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 mod support;
-use support::crash::{committed_rows, crash_loop};
-use support::kafka::{brokers, consume_all, create_topic, row, unique_topic, Isolation, Row};
+use support::crash::{
+    assert_each_once, assert_enough_kills, committed_count, committed_rows, crash_loop, kafka_job_args,
+    weir_crash_loop, CrashLoop, KillAt,
+};
+use support::kafka::{
+    brokers, consume_all, create_topic, produce_test_stream, row, rows_of, unique_topic, Isolation, Row, TestStream,
+};
 use support::{check, weir, Arrival, PartitionClock};
 
 const WITHIN_MS: i64 = 5_000;
@@ -34,30 +40,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// `records` records over 200 keys, 5 ms apart (300 000 are 25 min of event time), 2 s out of
 /// order, 2 % of them 30 s late; two thirds impressions, one third clicks.
 fn produce(brokers: &str, topic: &str, records: u64) {
-    check(&weir([
-        "kafka",
-        "produce-test-data",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--partitions",
-        "3",
-        "--records",
-        &records.to_string(),
-        "--keys",
-        "200",
-        "--step",
-        "5ms",
-        "--late-fraction",
-        "0.02",
-        "--late-by",
-        "30s",
-        "--seed",
-        "17",
-        "--event-types",
-        "impression,impression,click",
-    ]));
+    let stream =
+        TestStream { extra: &["--event-types", "impression,impression,click"], ..TestStream::new(records, 200, 17) };
+    produce_test_stream(brokers, topic, stream);
 }
 
 /// The rows the job must commit for the records of `topic` (read back in partition and offset
@@ -103,96 +88,10 @@ fn oracle(brokers: &str, topic: &str) -> (BTreeSet<Row>, usize) {
 /// The job's arguments: a bounded read of `topic`, 2 workers, checkpoints every 20 ms, reading
 /// slowly enough (a cap per activation) to be killed mid-way, then `extra` (state backend, sink).
 fn job_args(brokers: &str, topic: &str, checkpoint: &Path, extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "attribution",
-        "--source",
-        "kafka",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--ending-offsets",
-        "latest",
-        "--max-offsets-per-epoch",
-        "300",
-        "--within",
-        "5s",
-        "--window",
-        "10s",
-        "--watermark-delay",
-        "2s",
-        "-w",
-        "2",
-        "--checkpoint-interval",
-        "20ms",
-        "--checkpoint",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(checkpoint.display().to_string());
+    let flags = ["--within", "5s", "--window", "10s", "--watermark-delay", "2s", "-w", "2"];
+    let mut args = kafka_job_args(&["attribution"], brokers, &["--topic", topic], 300, &flags, checkpoint);
     args.extend(extra.iter().cloned());
     args
-}
-
-/// The last committed epoch of a checkpoint directory, if any.
-fn last_commit(checkpoint: &Path) -> Option<u64> {
-    let entries = std::fs::read_dir(checkpoint.join("commits")).ok()?;
-    entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok()).max()
-}
-
-/// [`crash_loop`], but each run is killed a random `kill_after_ms` after it has committed its
-/// first epoch (instead of 200..1200 ms after its start). A restart on RocksDB (6 stores restored
-/// from their checkpoints, then every store snapshotted per epoch) needs 1 to 3 s here (debug
-/// binary, a loaded machine) before its first commit, so a fixed kill window either never lets a
-/// killed run make progress or, when the machine is idle, lets the job finish before the tenth
-/// kill. Every run still dies at a random moment of its work: processing, snapshotting,
-/// preparing or committing an epoch.
-fn crash_loop_after_first_commit(
-    args: &[String],
-    seed: u64,
-    checkpoint: &Path,
-    kill_after_ms: std::ops::Range<u64>,
-    progress: impl Fn() -> usize,
-) -> (usize, usize) {
-    use rand::{Rng, SeedableRng};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-    let (mut killed, mut seen) = (0, Vec::new());
-    for _ in 0..4 * support::crash::KILLS {
-        if killed == support::crash::KILLS {
-            break;
-        }
-        let before = last_commit(checkpoint);
-        let mut child =
-            Command::new(support::BINARY).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while last_commit(checkpoint) == before && Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(kill_after_ms.clone())));
-        match child.try_wait().unwrap() {
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                killed += 1;
-                seen.push(progress());
-            }
-            Some(status) => {
-                let output = child.wait_with_output().unwrap();
-                assert!(status.success(), "a run failed: {}", String::from_utf8_lossy(&output.stderr));
-            }
-        }
-    }
-    let last = Command::new(support::BINARY).args(args).output().unwrap();
-    assert!(last.status.success(), "the last run failed: {}", String::from_utf8_lossy(&last.stderr));
-    let total = progress();
-    (killed, seen.iter().filter(|&&visible| visible > 0 && visible < total).count())
 }
 
 /// How a crash loop is run.
@@ -203,7 +102,8 @@ struct LoopSettings {
     backend: &'static [&'static str],
     /// `--checkpoint-interval`.
     interval: &'static str,
-    /// Kill delays (ms) after each run's first commit; `None`: the harness's (after the start).
+    /// Kill delays (ms) after each run's first commit (see [`KillAt::AfterFirstCommit`]); `None`:
+    /// the harness's (after the start).
     kill_after_ms: Option<std::ops::Range<u64>>,
 }
 
@@ -226,31 +126,24 @@ fn exactly_once_loop(label: &str, seed: u64, settings: LoopSettings) {
     let mut args = job_args(&brokers, &topic, &checkpoint, &extra);
     let at = args.iter().position(|a| a == "--checkpoint-interval").unwrap();
     args[at + 1] = settings.interval.to_string();
-    let progress = || {
-        if output.exists() {
-            committed_rows(&output).len()
-        } else {
-            0
-        }
-    };
+    let progress = || committed_count(&output);
     let (killed, mid_way) = match settings.kill_after_ms {
         None => crash_loop(&args, seed, progress),
-        Some(range) => crash_loop_after_first_commit(&args, seed, &checkpoint, range, progress),
+        Some(after_ms) => {
+            // Each run is killed a random `after_ms` after it has committed its first epoch
+            // (instead of 200..1200 ms after its start). A restart on RocksDB (6 stores restored
+            // from their checkpoints, then every store snapshotted per epoch) needs 1 to 3 s here
+            // (debug binary, a loaded machine) before its first commit. Every run still dies at a
+            // random moment of its work: processing, snapshotting, preparing or committing an epoch.
+            let kill_at =
+                KillAt::AfterFirstCommit { checkpoint, after_ms, wait: Duration::from_secs(60), must_commit: false };
+            weir_crash_loop(&args, &CrashLoop::new(seed, kill_at), progress)
+        }
     };
-    assert!(killed >= 10, "only {killed} runs were killed: the job finished too fast to test recovery");
-    assert!(mid_way >= 3, "only {mid_way} runs were killed with part of the output committed");
-
+    assert_enough_kills("", (killed, mid_way));
     let written = committed_rows(&output);
-    let unique: BTreeSet<Row> = written.iter().cloned().collect();
-    assert_eq!(written.len(), unique.len(), "a row was committed twice");
-    let missing: Vec<_> = expected.difference(&unique).take(3).collect();
-    let extra: Vec<_> = unique.difference(&expected).take(3).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "after {killed} crashes: {} rows expected, {} written; missing e.g. {missing:?}, unexpected e.g. {extra:?}",
-        expected.len(),
-        unique.len()
-    );
+    assert_each_once(&format!("after {killed} crashes"), "row", &written, &expected);
+    let unique: BTreeSet<Row> = written.into_iter().collect();
     println!(
         "{label}: {killed} kills ({mid_way} mid-way), {} rows committed, each once, equal to the oracle",
         unique.len()
@@ -273,9 +166,7 @@ fn pipeline_without_crashes_matches_the_oracle() {
     let out = weir(&args);
     check(&out);
     let written: Vec<Row> = support::parse_lines(&String::from_utf8(out.stdout).unwrap()).iter().map(row).collect();
-    let unique: BTreeSet<Row> = written.iter().cloned().collect();
-    assert_eq!(written.len(), unique.len(), "a row was written twice");
-    assert!(unique == expected, "{} rows expected, {} written", expected.len(), unique.len());
+    assert_each_once("without crashes", "row", &written, &expected);
 }
 
 #[test]
@@ -291,7 +182,7 @@ fn pipeline_exactly_once_survives_a_crash_loop() {
 fn pipeline_exactly_once_on_rocksdb_survives_a_crash_loop() {
     // RocksDB is several times slower here (debug binary, every store snapshotted per epoch):
     // epochs of 100 ms, kills up to 1 s after each run's first commit (see
-    // `crash_loop_after_first_commit`).
+    // `KillAt::AfterFirstCommit`).
     exactly_once_loop(
         "pipeline-crash-rocksdb",
         22,
@@ -322,11 +213,8 @@ fn pipeline_at_least_once_output_of_the_same_loop_has_duplicates() {
     args[at + 1] = "1s".to_string();
     let (killed, mid_way) =
         crash_loop(&args, 23, || consume_all(&brokers, &out_topic, Isolation::ReadUncommitted).len());
-    assert!(killed >= 10 && mid_way >= 3, "{killed} runs killed, {mid_way} in the middle of the work");
-    let written: Vec<Row> = consume_all(&brokers, &out_topic, Isolation::ReadUncommitted)
-        .iter()
-        .map(|r| row(&serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()))
-        .collect();
+    assert_enough_kills("", (killed, mid_way));
+    let written = rows_of(&brokers, &out_topic, Isolation::ReadUncommitted);
     let unique: BTreeSet<Row> = written.iter().cloned().collect();
     assert!(
         written.len() > unique.len(),

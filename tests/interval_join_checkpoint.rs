@@ -15,7 +15,6 @@
 //! their keys are equal and `l.ts + lower <= r.ts <= l.ts + upper`; pairs, padded, semi and anti
 //! rows as the join type says.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use weir_runtime::state::RocksDbOptions;
 use weir_runtime::timely::dataflow::operators::vec::Map;
 
 mod support;
-use support::crash::committed_lines;
+use support::crash::{assert_same_rows, committed_sorted, StopLoop};
 use support::{Arrival, PartitionClock};
 
 /// A realistic base time (2023-11-14T22:13:20Z).
@@ -165,7 +164,7 @@ struct SlowReader {
 }
 
 const PER_PAUSE: usize = 10;
-const PAUSE: Duration = Duration::from_millis(10);
+const PAUSE: Duration = Duration::from_millis(25);
 
 impl PartitionReader for SlowReader {
     type Record = Rec;
@@ -267,34 +266,9 @@ fn start(config: &Config) -> Result<QueryHandle, BuildError> {
     })
 }
 
+/// The committed output, sorted.
 fn committed(config: &Config) -> Vec<Row> {
-    let mut rows: Vec<Row> = committed_lines(&config.dir.join("out"))
-        .into_iter()
-        .map(|line| serde_json::from_value(line).unwrap())
-        .collect();
-    rows.sort();
-    rows
-}
-
-fn assert_same(label: &str, got: &[Row], expected: &[Row]) {
-    if got == expected {
-        return;
-    }
-    let mut count: BTreeMap<&Row, i64> = BTreeMap::new();
-    for row in got {
-        *count.entry(row).or_default() += 1;
-    }
-    for row in expected {
-        *count.entry(row).or_default() -= 1;
-    }
-    let extra: Vec<_> = count.iter().filter(|(_, n)| **n > 0).take(8).collect();
-    let missing: Vec<_> = count.iter().filter(|(_, n)| **n < 0).take(8).collect();
-    panic!(
-        "{label}: the committed output differs from the oracle: {} rows committed, {} expected\n\
-         extra or duplicated (row, times): {extra:?}\nmissing (row, -times): {missing:?}",
-        got.len(),
-        expected.len()
-    );
+    committed_sorted(&config.dir.join("out"))
 }
 
 fn scratch(label: &str) -> PathBuf {
@@ -312,26 +286,11 @@ fn stop_and_resume(seed: u64, join_type: JoinType, bounds: (i64, i64), rocksdb: 
     let (expected, late_left, late_right) = oracle(&random_case(seed, bounds), join_type);
     assert!(late_left > 0 && late_right > 0, "{label}: the input has late records on both sides");
     assert!(!expected.is_empty(), "{label}: the oracle has rows");
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
-    let (mut stops, mut mid_way) = (0, 0);
-    for _ in 0..4 * STOPS {
-        let handle = start(&config).unwrap_or_else(|e| panic!("{label}: should build: {e}"));
-        if stops < STOPS {
-            std::thread::sleep(Duration::from_millis(rng.random_range(80..300)));
-            if handle.is_active() {
-                handle.stop().unwrap_or_else(|e| panic!("{label}: the stopped query failed: {e}"));
-                stops += 1;
-                let visible = committed(&config).len();
-                if visible > 0 && visible < expected.len() {
-                    mid_way += 1;
-                }
-                continue;
-            }
-        }
-        handle.await_termination(None).unwrap_or_else(|e| panic!("{label}: the query failed: {e}"));
-        break;
-    }
-    assert_same(&label, &committed(&config), &expected);
+    let settings = StopLoop { seed: seed ^ 0x5eed, stops: STOPS, runs: 4 * STOPS, stop_after_ms: 80..300 };
+    let seen = settings.run(&label, || start(&config), || committed(&config).len());
+    let stops = seen.len();
+    let mid_way = seen.iter().filter(|&&visible| visible > 0 && visible < expected.len()).count();
+    assert_same_rows(&label, &committed(&config), &expected);
     assert_eq!(stops, STOPS, "{label}: the runs should be long enough to be stopped");
     assert!(mid_way >= 2, "{label}: only {mid_way} stops came with part of the output committed");
     let _ = std::fs::remove_dir_all(&config.dir);
@@ -383,7 +342,7 @@ fn checkpointed_runs_without_stops_match_the_oracle() {
         let (expected, _, _) = oracle(&random_case(seed, bounds), join_type);
         let handle = start(&config).unwrap_or_else(|e| panic!("{}: should build: {e}", config.label()));
         handle.await_termination(None).unwrap_or_else(|e| panic!("{}: the query failed: {e}", config.label()));
-        assert_same(&config.label(), &committed(&config), &expected);
+        assert_same_rows(&config.label(), &committed(&config), &expected);
         let _ = std::fs::remove_dir_all(&config.dir);
     }
 }

@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -50,7 +50,7 @@ use weir_runtime::state::RocksDbOptions;
 use weir_runtime::timely::dataflow::operators::vec::Map;
 
 mod support;
-use support::crash::committed_lines;
+use support::crash::{assert_same_rows, committed_count, committed_sorted, CrashLoop, KillAt, Run, StopLoop};
 use support::{jittered_time, Arrival, PartitionClock};
 
 /// A realistic base time (2023-11-14T22:13:20Z).
@@ -367,32 +367,7 @@ fn oracle(case: &Case) -> Vec<Row> {
 
 /// The committed output, sorted.
 fn committed(config: &Config) -> Vec<Row> {
-    let mut rows: Vec<Row> =
-        committed_lines(&config.output()).into_iter().map(|line| serde_json::from_value(line).unwrap()).collect();
-    rows.sort();
-    rows
-}
-
-/// Asserts that `got` equals `expected` (both sorted), showing the first differences.
-fn assert_same(label: &str, got: &[Row], expected: &[Row]) {
-    if got == expected {
-        return;
-    }
-    let mut count: BTreeMap<&Row, i64> = BTreeMap::new();
-    for row in got {
-        *count.entry(row).or_default() += 1;
-    }
-    for row in expected {
-        *count.entry(row).or_default() -= 1;
-    }
-    let extra: Vec<_> = count.iter().filter(|(_, n)| **n > 0).take(8).collect();
-    let missing: Vec<_> = count.iter().filter(|(_, n)| **n < 0).take(8).collect();
-    panic!(
-        "{label}: the committed output differs from the oracle: {} rows committed, {} expected\n\
-         extra or duplicated (row, times): {extra:?}\nmissing (row, -times): {missing:?}",
-        got.len(),
-        expected.len()
-    );
+    committed_sorted(&config.output())
 }
 
 fn scratch(label: &str) -> PathBuf {
@@ -415,48 +390,32 @@ fn child(config: &Config) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args(["child_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, serde_json::to_string(config).unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env(CHILD_ENV, serde_json::to_string(config).unwrap());
     command
 }
 
-/// Kills the child up to `KILLS` times after random delays, resuming each time from the same
-/// directories (a run that ends before its kill ends the loop), then runs it once more to its
+/// Kills the child up to `KILLS` times 100 to 700 ms after its start, resuming each time from the
+/// same directories (a run that ends before its kill ends the loop), then runs it once more to its
 /// end; compares the committed output with the oracle.
 fn crash_loop(seed: u64, workers: usize, rocksdb: bool) {
     let seed = seed + seed_offset();
     let label = format!("seed {seed}, {workers} worker(s), {}", if rocksdb { "rocksdb" } else { "memory" });
     let config = Config { seed, workers, rocksdb, dir: scratch(&format!("crash-{seed}-{workers}-{rocksdb}")) };
     let expected = oracle(&config.case());
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
-    let (mut killed, mut mid_way, mut runs) = (0, 0, 0);
     let started = Instant::now();
-    while killed < KILLS {
-        runs += 1;
-        let mut running = child(&config).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..700)));
-        match running.try_wait().unwrap() {
-            None => {
-                running.kill().unwrap(); // SIGKILL
-                running.wait().unwrap();
-                killed += 1;
-                let visible = committed_lines(&config.output()).len();
-                if visible > 0 && visible < expected.len() {
-                    mid_way += 1;
-                }
-            }
-            Some(_) => {
-                let output = running.wait_with_output().unwrap();
-                assert!(output.status.success(), "{label}: a run failed: {}", String::from_utf8_lossy(&output.stderr));
-                break;
-            }
-        }
-    }
-    let last = child(&config).output().unwrap();
-    assert!(last.status.success(), "{label}: the last run failed: {}", String::from_utf8_lossy(&last.stderr));
-    eprintln!("{label}: {killed} kills ({mid_way} mid-way) in {runs} runs, {:?}", started.elapsed());
-    assert_same(&label, &committed(&config), &expected);
+    let settings = CrashLoop {
+        label: label.clone(),
+        kills: KILLS,
+        stop_when_a_run_ends: true,
+        ..CrashLoop::new(seed ^ 0x5eed, KillAt::AfterStart(100..700))
+    };
+    let logs = config.dir.join("logs");
+    let (killed, mid_way) = settings.run(
+        |n| Run::spawn(vec![child(&config)], vec![logs.join(format!("run-{n}.err"))]),
+        || committed_count(&config.output()),
+    );
+    eprintln!("{label}: {killed} kills ({mid_way} mid-way), {:?}", started.elapsed());
+    assert_same_rows(&label, &committed(&config), &expected);
     assert!(mid_way >= 2, "{label}: only {mid_way} of {killed} kills came with some but not all output committed");
     let _ = std::fs::remove_dir_all(&config.dir);
 }
@@ -494,22 +453,9 @@ fn graceful_stops_resume_exactly() {
         let label = format!("seed {seed}, {workers} worker(s), rocksdb {rocksdb}");
         let config = Config { seed, workers, rocksdb, dir: scratch(&format!("stop-{seed}")) };
         let expected = oracle(&config.case());
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let mut stops = 0;
-        for _ in 0..20 {
-            let handle = start(&config).unwrap_or_else(|e| panic!("{label}: should build: {e}"));
-            if stops < 4 {
-                std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-                if handle.is_active() {
-                    handle.stop().unwrap_or_else(|e| panic!("{label}: the stopped query failed: {e}"));
-                    stops += 1;
-                    continue;
-                }
-            }
-            handle.await_termination(None).unwrap_or_else(|e| panic!("{label}: the query failed: {e}"));
-            break;
-        }
-        assert_same(&label, &committed(&config), &expected);
+        let settings = StopLoop { seed, stops: 4, runs: 20, stop_after_ms: 150..700 };
+        let stops = settings.run(&label, || start(&config), || 0).len();
+        assert_same_rows(&label, &committed(&config), &expected);
         assert_eq!(stops, 4, "{label}: the runs should be long enough to be stopped");
         let _ = std::fs::remove_dir_all(&config.dir);
     }

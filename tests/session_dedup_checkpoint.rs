@@ -26,7 +26,7 @@ use weir_runtime::timely::dataflow::operators::vec::Map;
 use weir_runtime::timely::dataflow::operators::Concat;
 
 mod support;
-use support::crash::committed_lines;
+use support::crash::{committed_lines, StopLoop};
 use support::{jittered_time, Arrival, PartitionClock};
 
 const BASE: u64 = 1_700_000_000_000;
@@ -286,21 +286,8 @@ fn stop_and_resume(seed: u64, workers: usize, rocksdb: bool) {
     let dir = std::env::temp_dir().join(format!("weir-session-dedup-ckpt-{seed}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = Config { seed, workers, rocksdb, dir };
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut stops = 0;
-    for _ in 0..20 {
-        let handle = start(&config).unwrap_or_else(|e| panic!("{label}: should build: {e}"));
-        if stops < 4 {
-            std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-            if handle.is_active() {
-                handle.stop().unwrap_or_else(|e| panic!("{label}: the stopped query failed: {e}"));
-                stops += 1;
-                continue;
-            }
-        }
-        handle.await_termination(None).unwrap_or_else(|e| panic!("{label}: the query failed: {e}"));
-        break;
-    }
+    let settings = StopLoop { seed, stops: 4, runs: 20, stop_after_ms: 150..700 };
+    let stops = settings.run(&label, || start(&config), || 0).len();
     check_committed(&label, &config);
     assert_eq!(stops, 4, "{label}: the runs should be long enough to be stopped");
     let _ = std::fs::remove_dir_all(&config.dir);

@@ -258,3 +258,71 @@ pub fn window_count_oracle(
     let rows = counts.into_iter().map(|((start, key), count)| (start, start + window_ms, key, count)).collect();
     (rows, late)
 }
+
+/// The window-count rows (JSON values) of every record of `topic`, as `isolation` reads them.
+pub fn rows_of(brokers: &str, topic: &str, isolation: Isolation) -> Vec<Row> {
+    consume_all(brokers, topic, isolation)
+        .iter()
+        .map(|r| row(&serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()))
+        .collect()
+}
+
+/// The test stream's records as the JSON jobs read them: (partition, value), in offset order
+/// per partition.
+pub fn json_values(brokers: &str, topic: &str) -> Vec<(i32, serde_json::Value)> {
+    consume_all(brokers, topic, Isolation::ReadUncommitted)
+        .iter()
+        .map(|r| (r.partition, serde_json::from_slice(r.value.as_deref().expect("a value")).unwrap()))
+        .collect()
+}
+
+/// The settings of a test stream of `weir kafka produce-test-data` that the tests vary.
+#[derive(Clone, Copy, Debug)]
+pub struct TestStream<'a> {
+    /// `--records`.
+    pub records: u64,
+    /// `--keys`.
+    pub keys: u64,
+    /// `--seed`.
+    pub seed: u64,
+    /// More flags (e.g. `--event-types`).
+    pub extra: &'a [&'a str],
+}
+
+impl TestStream<'static> {
+    /// `records` records over `keys` keys, seeded by `seed`, no more flags.
+    pub fn new(records: u64, keys: u64, seed: u64) -> Self {
+        TestStream { records, keys, seed, extra: &[] }
+    }
+}
+
+/// Produces a test stream to `topic` with `weir kafka produce-test-data`: 3 partitions, a record
+/// every 5 ms, 2 % of them 30 s late, and `stream`'s records, keys, seed and
+/// flags.
+pub fn produce_test_stream(brokers: &str, topic: &str, stream: TestStream) {
+    let (records, keys, seed) = (stream.records.to_string(), stream.keys.to_string(), stream.seed.to_string());
+    let mut args = vec![
+        "kafka",
+        "produce-test-data",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--partitions",
+        "3",
+        "--records",
+        &records,
+        "--keys",
+        &keys,
+        "--step",
+        "5ms",
+        "--late-fraction",
+        "0.02",
+        "--late-by",
+        "30s",
+        "--seed",
+        &seed,
+    ];
+    args.extend_from_slice(stream.extra);
+    super::check(&super::weir(&args));
+}
