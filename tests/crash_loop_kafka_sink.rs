@@ -185,9 +185,12 @@ struct Analysis {
     recovered: usize,
 }
 
+/// One attempt at an (epoch, worker): its rows (sorted), and whether its transaction committed.
+type Attempt = (Vec<Row>, bool);
+
 fn analyse(intervals: &[Interval]) -> Analysis {
     let mut committed_by: BTreeMap<(u64, usize), usize> = BTreeMap::new();
-    let mut tried: BTreeMap<(u64, usize), Vec<(Vec<Row>, bool)>> = BTreeMap::new();
+    let mut tried: BTreeMap<(u64, usize), Vec<Attempt>> = BTreeMap::new();
     let mut attempts: BTreeMap<(u64, usize), usize> = BTreeMap::new();
     let mut runs_seen: BTreeSet<String> = BTreeSet::new();
     let mut recovered = 0;
