@@ -46,7 +46,7 @@ fn run(dir: &Path) -> std::process::Output {
     ])
 }
 
-/// The newest file under `dir` (recursively) whose path contains `part`.
+/// The newest file under `dir` (recursively) in its subdirectory `part` (or named `part`).
 fn newest_file(dir: &Path, part: &str) -> PathBuf {
     let mut found: Vec<(PathBuf, std::time::SystemTime)> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -55,7 +55,7 @@ fn newest_file(dir: &Path, part: &str) -> PathBuf {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.to_string_lossy().contains(part) {
+            } else if path.strip_prefix(dir).is_ok_and(|relative| relative.starts_with(part)) {
                 let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
                 found.push((path, modified));
             }
