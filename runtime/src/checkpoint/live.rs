@@ -75,6 +75,8 @@ pub struct LiveCheckpoint {
     records_per_epoch: Option<u64>,
     /// Input records read since the last boundary.
     records_since_boundary: AtomicU64,
+    /// Epochs checkpointed at a time at most (`None`: no limit).
+    max_in_flight: Option<u64>,
     /// When each epoch not yet committed ended (its boundary was published).
     ended_at: Mutex<BTreeMap<u64, Instant>>,
     /// From an epoch's end to its commit (`commits/N` written), for the most recent epochs.
@@ -116,6 +118,7 @@ impl LiveCheckpoint {
             highest_boundary: AtomicU64::new(0),
             records_per_epoch: None,
             records_since_boundary: AtomicU64::new(0),
+            max_in_flight: None,
             ended_at: Mutex::new(BTreeMap::new()),
             commit_latencies: Mutex::new(std::collections::VecDeque::new()),
             failure: Mutex::new(None),
@@ -150,6 +153,7 @@ impl LiveCheckpoint {
             highest_boundary: AtomicU64::new(0),
             records_per_epoch: None,
             records_since_boundary: AtomicU64::new(0),
+            max_in_flight: Some(MAX_EPOCHS_IN_FLIGHT),
             ended_at: Mutex::new(BTreeMap::new()),
             commit_latencies: Mutex::new(std::collections::VecDeque::new()),
             failure: Mutex::new(None),
@@ -172,8 +176,25 @@ impl LiveCheckpoint {
         }
     }
 
-    fn epoch_is_due(&self, last_publish: Instant) -> bool {
-        last_publish.elapsed() >= self.interval
+    /// Checkpoints at most this many epochs at a time (published, not yet committed) — like
+    /// Flink's `maxConcurrentCheckpoints`. Default: none for coordinators built by tests,
+    /// [`MAX_EPOCHS_IN_FLIGHT`] for a query's.
+    pub fn with_max_epochs_in_flight(mut self, epochs: Option<u64>) -> Self {
+        self.max_in_flight = epochs.map(|n| n.max(1));
+        self
+    }
+
+    fn epoch_is_due(&self, state: &DowngradeState) -> bool {
+        // While earlier epochs are still being checkpointed (state snapshots slower than the
+        // interval, a backlog read at full speed), the current epoch grows instead: otherwise
+        // operators would snapshot boundary after boundary in one activation, holding back
+        // every commit until they are through.
+        let next = state.published.last().map_or(0, |b| b.epoch + 1);
+        let committed = self.committed.load(Ordering::Acquire);
+        if self.max_in_flight.is_some_and(|max| next.saturating_sub(committed) >= max) {
+            return false;
+        }
+        state.last_publish.elapsed() >= self.interval
             || self.records_per_epoch.is_some_and(|n| self.records_since_boundary.load(Ordering::Relaxed) >= n)
     }
 
@@ -318,7 +339,7 @@ impl LiveCheckpoint {
             return Vec::new();
         };
         let mut published = Vec::new();
-        if !state.finished_boundary_published && self.epoch_is_due(state.last_publish) {
+        if !state.finished_boundary_published && self.epoch_is_due(&state) {
             let current = state.capabilities.values().flatten().max().copied().unwrap_or(EventTime::MIN);
             let highest = current.max(state.highest_ever);
             let (epoch, boundary) = coordinator.publish_boundary(highest);
@@ -535,6 +556,9 @@ impl LiveCheckpoint {
     }
 }
 
+/// How many epochs a query's coordinator checkpoints at a time (published, not committed).
+pub const MAX_EPOCHS_IN_FLIGHT: u64 = 2;
+
 /// How many epochs' commit latencies are kept.
 const MAX_LATENCIES: usize = 10_000;
 
@@ -620,6 +644,23 @@ mod tests {
         assert_eq!(boundaries.len(), 1, "100 records end an epoch");
         assert!(boundaries[0].boundary > EventTime::from_millis(10));
         assert_eq!(live.source_downgrade("s", 0, Some(EventTime::from_millis(30))).len(), 1, "the count starts over");
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// With one epoch in flight, no boundary is published until the previous epoch committed.
+    #[test]
+    fn epochs_in_flight_are_limited() {
+        let participants =
+            Participants { sources: BTreeMap::from([("s".to_string(), 1)]), workers: 1, ..Participants::default() };
+        let (path, coordinator) = open("in-flight", participants);
+        let live =
+            LiveCheckpoint::new(coordinator, Duration::ZERO, [("s".to_string(), 0)]).with_max_epochs_in_flight(Some(1));
+        assert_eq!(live.source_downgrade("s", 0, Some(EventTime::from_millis(10))).len(), 1, "epoch 0 published");
+        assert_eq!(live.source_downgrade("s", 0, Some(EventTime::from_millis(20))).len(), 1, "epoch 0 in flight");
+        live.report_cut(0, "s", cut(0)).unwrap();
+        assert_eq!(live.last_committed(), Some(0));
+        let after = live.source_downgrade("s", 0, Some(EventTime::from_millis(30)));
+        assert_eq!(after.iter().map(|b| b.epoch).collect::<Vec<_>>(), vec![1], "epoch 1 once 0 committed");
         std::fs::remove_dir_all(path).unwrap();
     }
 
