@@ -891,7 +891,11 @@ mod tests {
             let (dir, resume) = CheckpointDir::open_or_create(&self.path, &metadata).unwrap();
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             self.address = listener.local_addr().unwrap().to_string();
-            serve(listener, &self.address.clone(), 2, LiveCheckpoint::open(dir, resume, interval, 2)).unwrap()
+            {
+                // No limit on epochs in flight: the tests publish boundaries without reporting.
+                let live = LiveCheckpoint::open(dir, resume, interval, 2).with_max_epochs_in_flight(None);
+                serve(listener, &self.address.clone(), 2, live).unwrap()
+            }
         }
 
         fn join_settings(&self) -> JoinSettings {
