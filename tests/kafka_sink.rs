@@ -261,7 +261,15 @@ fn run_map_to_kafka(delivery: Delivery, workers: usize, seed: u64) {
     assert!(metrics.committed_epochs.load(Ordering::SeqCst) >= workers as u64, "at least one flush per worker");
 
     let read_committed = delivery == Delivery::ExactlyOnce;
-    let reads = read_topic(&brokers, &topic, read_committed);
+    // Every record was acknowledged (above); under load the broker can report a partition's end
+    // before the last acknowledged records are readable, so read again (up to 10 s) until at
+    // least that many are there. Duplicates would still show: more records than expected.
+    let mut reads = read_topic(&brokers, &topic, read_committed);
+    let patience = std::time::Instant::now();
+    while reads.len() < expected.len() && patience.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        reads = read_topic(&brokers, &topic, read_committed);
+    }
     let mut got: Vec<(String, u64, String)> = reads
         .iter()
         .map(|r| {
