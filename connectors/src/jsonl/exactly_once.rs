@@ -147,23 +147,11 @@ impl SinkState {
     fn prepare_passed(&mut self, passed: impl Fn(&EventTime) -> bool) -> Result<u64, String> {
         let mut rows = 0;
         for boundary in self.checkpoint.boundaries_since(self.next_epoch) {
-            if boundary.epoch < self.next_epoch {
-                continue;
-            }
             // `passed(MAX)` only once the frontier is empty: the last epoch ends with the input.
             if !passed(&boundary.boundary) {
                 break;
             }
-            let mut lines = Vec::new();
-            while let Some(entry) = self.pending.first_entry() {
-                if *entry.key() >= boundary.boundary {
-                    break;
-                }
-                lines.extend(entry.remove());
-            }
-            if boundary.boundary == EventTime::MAX {
-                lines.extend(std::mem::take(&mut self.pending).into_values().flatten());
-            }
+            let lines = take_epoch(&mut self.pending, boundary.boundary);
             self.out.prepare(boundary.epoch, self.worker, &lines).map_err(|e| e.to_string())?;
             self.checkpoint.report_prepared(boundary.epoch, &self.name, self.worker).map_err(|e| e.to_string())?;
             rows += lines.len() as u64;
@@ -186,6 +174,17 @@ impl SinkState {
         }
         Ok(())
     }
+}
+
+/// Takes out of `pending` (records by timely time) every record of the epoch that ends at
+/// `boundary`: those at times below it, and all that remain when the boundary is the last one
+/// (`EventTime::MAX`, the end of the input). Shared by the exactly-once sinks.
+pub(crate) fn take_epoch<D>(pending: &mut BTreeMap<EventTime, Vec<D>>, boundary: EventTime) -> Vec<D> {
+    if boundary == EventTime::MAX {
+        return std::mem::take(pending).into_values().flatten().collect();
+    }
+    let later = pending.split_off(&boundary);
+    std::mem::replace(pending, later).into_values().flatten().collect()
 }
 
 /// How often a sink with prepared, uncommitted epochs looks for their commit.

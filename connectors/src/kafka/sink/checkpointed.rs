@@ -249,23 +249,11 @@ impl Running {
     /// reports it prepared.
     fn prepare_passed(&mut self, passed: impl Fn(&EventTime) -> bool) -> Result<(), String> {
         for boundary in self.checkpoint.boundaries_since(self.next_epoch) {
-            if boundary.epoch < self.next_epoch {
-                continue;
-            }
             // `passed(MAX)` only once the frontier is empty: the last epoch ends with the input.
             if !passed(&boundary.boundary) {
                 break;
             }
-            let mut records = Vec::new();
-            while let Some(entry) = self.pending.first_entry() {
-                if *entry.key() >= boundary.boundary {
-                    break;
-                }
-                records.append(&mut entry.remove());
-            }
-            if boundary.boundary == EventTime::MAX {
-                records.extend(std::mem::take(&mut self.pending).into_values().flatten());
-            }
+            let records = crate::jsonl::exactly_once::take_epoch(&mut self.pending, boundary.boundary);
             self.staging.stage(boundary.epoch, records)?;
             self.checkpoint.report_prepared(boundary.epoch, &self.name, self.worker).map_err(|e| e.to_string())?;
             self.invisible.push(boundary.epoch);
